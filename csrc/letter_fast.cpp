@@ -1,0 +1,48 @@
+// The letter_fast native library: every tensor op's schema, defined once, and the pybind11
+// module letter_fast._C with build facts. Kernels attach per device in csrc/cpu and csrc/cuda;
+// fake (shape) and autograd rules are registered from Python (letter_fast/ops).
+#include <torch/extension.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+TORCH_LIBRARY(letter_fast, m) {
+  // Nearest-code residual quantization: codes [B, L] int64, z_hat [B, d] in z's dtype.
+  m.def("residual_quantize(Tensor z, Tensor codebooks) -> (Tensor codes, Tensor z_hat)");
+}
+
+namespace {
+
+pybind11::dict build_info() {
+  pybind11::dict info;
+#ifdef LETTER_FAST_WITH_CUDA
+  info["cuda"] = true;
+#else
+  info["cuda"] = false;
+#endif
+#ifdef _OPENMP
+  info["openmp"] = true;
+  info["openmp_max_threads"] = omp_get_max_threads();
+#else
+  info["openmp"] = false;
+#endif
+#ifdef LETTER_FAST_CXX_FLAGS
+  info["cxx_flags"] = LETTER_FAST_CXX_FLAGS;
+#endif
+#if defined(__AVX512F__)
+  info["cpu_simd"] = "avx512";
+#elif defined(__AVX2__)
+  info["cpu_simd"] = "avx2";
+#else
+  info["cpu_simd"] = "baseline";
+#endif
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "letter_fast native kernels (ops are registered under torch.ops.letter_fast)";
+  m.def("build_info", &build_info, "What this build of the native extension contains.");
+}

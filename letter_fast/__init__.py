@@ -1,0 +1,12 @@
+"""letter_fast: kernel-backed learnable item tokenization (LETTER) and generative recommendation.
+
+The hot paths (residual quantization, contrastive losses, trie-constrained beam search) have a
+plain PyTorch reference backend plus C++ (CPU), Triton and CUDA kernels; ``backend=`` or
+``LETTER_FAST_BACKEND`` picks one, ``python -m letter_fast.info`` says which run here.
+"""
+
+__version__ = "0.1.0"
+
+from letter_fast.ops import BACKENDS, BackendUnavailable, residual_quantize, rq_code_embeddings, rq_decode
+
+__all__ = ["BACKENDS", "BackendUnavailable", "residual_quantize", "rq_code_embeddings", "rq_decode", "__version__"]

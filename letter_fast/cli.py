@@ -1,0 +1,47 @@
+"""``letter-fast``: the command line. Each subcommand lives in letter_fast/commands/<name>.py.
+
+Errors a user can fix (missing files, malformed data, bad options) print one line and exit 2;
+``--traceback`` shows the full stack instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import letter_fast
+
+# Subcommand modules, in the order --help lists them.
+COMMANDS = ["quantize"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="letter-fast", description=letter_fast.__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"letter_fast {letter_fast.__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    info = sub.add_parser("info", help="what was built and which backends run here")
+    info.set_defaults(run=lambda args: (importlib.import_module("letter_fast.info").main([]), 0)[1])
+    for name in COMMANDS:
+        importlib.import_module(f"letter_fast.commands.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except (FileNotFoundError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        if args.traceback:
+            raise
+        print(f"letter-fast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

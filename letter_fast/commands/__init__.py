@@ -1,0 +1,1 @@
+"""Subcommands of the ``letter-fast`` CLI, one module each (``add_parser`` + ``run``)."""

@@ -1,0 +1,5 @@
+"""Plain PyTorch oracles: short, obviously correct, the fallback where nothing faster runs."""
+
+from letter_fast.ops.reference.residual_quantize import residual_quantize_reference
+
+__all__ = ["residual_quantize_reference"]
