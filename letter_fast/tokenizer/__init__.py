@@ -1,0 +1,1 @@
+"""The LETTER item tokenizer: RQ-VAE + collaborative and diversity regularization."""
