@@ -43,6 +43,7 @@ REDUCTIONS = ("mean", "sum", "none")
 _DTYPES = checks.FLOAT_DTYPES + (torch.float64,)
 _INDEX_DTYPES = (torch.int64, torch.int32)
 _TRITON_MAX_DIM = 512  # the Triton kernels hold a [rows, d] tile of anchors in registers
+_CUDA_MAX_DIM = 128  # the CUDA kernels keep a row and its gradient in registers (csrc/cuda/launch.h)
 
 
 # ---------------------------------------------------------------- autograd rule (all backends)
@@ -177,17 +178,17 @@ def _contrastive(anchors, candidates, positives, exclude, temperature, normalize
         anchors, candidates, positives, exclude, temperature, normalize, reduction, names)
     d = anchors.shape[1]
 
-    def gpu_limits() -> Optional[str]:
-        if anchors.dtype == torch.float64:
-            return "float64 inputs run on the reference and cpu backends only"
-        return None
+    def gpu_limits(name: str, max_dim: int):
+        def reason() -> Optional[str]:
+            if anchors.dtype == torch.float64:
+                return "float64 inputs run on the reference and cpu backends only"
+            if d > max_dim:
+                return f"d={d} exceeds the {name} kernels' register budget of {max_dim}"
+            return None
+        return reason
 
-    def triton_limits() -> Optional[str]:
-        if d > _TRITON_MAX_DIM:
-            return f"d={d} exceeds the Triton kernels' register budget of {_TRITON_MAX_DIM}"
-        return gpu_limits()
-
-    chosen = backends.resolve(names[0], backend, device, limits={"cuda": gpu_limits, "triton": triton_limits})
+    limits = {"cuda": gpu_limits("CUDA", _CUDA_MAX_DIM), "triton": gpu_limits("Triton", _TRITON_MAX_DIM)}
+    chosen = backends.resolve(names[0], backend, device, limits=limits)
     if chosen == "reference":
         return contrastive_loss_reference(anchors, candidates, positives, exclude, temperature, normalize, reduction)
     forward = _triton_forward if chosen == "triton" else torch.ops.letter_fast.contrastive_loss_forward
