@@ -7,6 +7,18 @@ plain PyTorch reference backend plus C++ (CPU), Triton and CUDA kernels; ``backe
 
 __version__ = "0.1.0"
 
-from letter_fast.ops import BACKENDS, BackendUnavailable, residual_quantize, rq_code_embeddings, rq_decode
+from letter_fast.ops import (
+    BACKENDS,
+    BackendUnavailable,
+    codebook_diversity_loss,
+    contrastive_loss,
+    in_batch_contrastive_loss,
+    residual_quantize,
+    rq_code_embeddings,
+    rq_decode,
+)
 
-__all__ = ["BACKENDS", "BackendUnavailable", "residual_quantize", "rq_code_embeddings", "rq_decode", "__version__"]
+__all__ = [
+    "BACKENDS", "BackendUnavailable", "codebook_diversity_loss", "contrastive_loss", "in_batch_contrastive_loss",
+    "residual_quantize", "rq_code_embeddings", "rq_decode", "__version__",
+]

@@ -22,5 +22,31 @@ cudaError_t residual_quantize(ElementType type, const void* z, int64_t stride_ro
                               const float* sq_norms, int64_t L, int64_t N, int64_t d,
                               int64_t* codes, void* z_hat, cudaStream_t stream);
 
+// Widest row the contrastive kernels keep in registers (a row and its gradient accumulator).
+constexpr int64_t kContrastiveMaxDim = 128;
+
+// Fused softmax contrastive loss (csrc/cuda/contrastive_kernel.cu). All float arrays are float32
+// contiguous: anchors [B][d] already L2-normalized when asked and multiplied by 1/tau, so a dot
+// product is the logit; candidates [M][d]; positives [B] and exclude [B] (nullptr: none) int64.
+// forward writes loss [B] and lse [B].
+cudaError_t contrastive_forward(const float* anchors, const float* candidates,
+                                const int64_t* positives, const int64_t* exclude, int64_t B,
+                                int64_t M, int64_t d, float* loss, float* lse,
+                                cudaStream_t stream);
+
+// Gradients with respect to the (normalized) rows: with W_ij = coef_i exp(s_ij - lse_i)
+// - g_i [j = p_i] (0 for j = exclude_i), grad_anchors = inv_tau * W C and grad_candidates =
+// W^T anchors (the anchors carry 1/tau). coef = grad_loss + grad_lse, g = grad_loss.
+cudaError_t contrastive_grad_anchors(const float* anchors, const float* candidates,
+                                     const int64_t* positives, const int64_t* exclude,
+                                     const float* lse, const float* coef, const float* g,
+                                     int64_t B, int64_t M, int64_t d, float inv_tau,
+                                     float* grad_anchors, cudaStream_t stream);
+cudaError_t contrastive_grad_candidates(const float* anchors, const float* candidates,
+                                        const int64_t* positives, const int64_t* exclude,
+                                        const float* lse, const float* coef, const float* g,
+                                        int64_t B, int64_t M, int64_t d,
+                                        float* grad_candidates, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace letter_fast

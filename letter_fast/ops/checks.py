@@ -40,7 +40,7 @@ def finite(x: torch.Tensor, name: str, op: str) -> None:
         first = tuple(int(i) for i in bad.nonzero()[0].tolist())
         raise ValueError(
             f"{op}: {name} contains {int(bad.sum())} NaN/Inf value(s), first at index {first}; "
-            "clean or clip the input (e.g. torch.nan_to_num) before quantizing"
+            f"clean or clip the input (e.g. torch.nan_to_num) before calling {op}"
         )
 
 

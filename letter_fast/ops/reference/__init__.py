@@ -1,5 +1,6 @@
 """Plain PyTorch oracles: short, obviously correct, the fallback where nothing faster runs."""
 
+from letter_fast.ops.reference.contrastive import contrastive_loss_reference
 from letter_fast.ops.reference.residual_quantize import residual_quantize_reference
 
-__all__ = ["residual_quantize_reference"]
+__all__ = ["contrastive_loss_reference", "residual_quantize_reference"]

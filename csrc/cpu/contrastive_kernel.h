@@ -1,0 +1,372 @@
+// Fused softmax contrastive loss (InfoNCE) on the CPU, free of torch headers.
+//
+// For anchors a_i (i < B), candidates c_j (j < M), positives p_i, an optional excluded
+// candidate x_i per row and temperature tau (LETTER's L_CF and L_div, docs/METHOD.md section 2):
+//     s_ij   = <a_i, c_j> / tau                  (rows L2-normalized first when `normalize`)
+//     lse_i  = log sum_{j != x_i} exp(s_ij)
+//     loss_i = lse_i - s_{i, p_i}
+// and, for upstream gradients g_i (of loss_i) and h_i (of lse_i), with P_ij = exp(s_ij - lse_i)
+// (0 for j = x_i) and W_ij = (g_i + h_i) P_ij - g_i [j = p_i]:
+//     dL/da_i = (1/tau) sum_j W_ij c_j            dL/dc_j = (1/tau) sum_i W_ij a_i
+// followed by the normalization's Jacobian (I - a a^T) / ||a|| when `normalize`.
+//
+// Nothing of size [B, M] is ever stored. The forward pass walks the candidates in register tiles
+// of kRows anchors x kLanes candidates and keeps an online log-sum-exp per row (a running max and
+// a per-lane running sum), so it writes one value per row. The backward pass recomputes the
+// tiles twice: once per block of anchors (their gradient: W @ C) and once per tile of candidates
+// (their gradient: W^T @ A), so each output row is owned by one thread: no atomics, no per-thread
+// [M, d] copies, deterministic results, extra memory O((B + M) d).
+//
+// Dot products use a tile-wise transposed copy of the candidates: the inner loop is one
+// broadcast of a_i[k] and one contiguous vector load per FMA row, which the compiler turns into
+// AVX2/AVX-512 FMAs (as in rq_kernel.h). exp() on float is a vectorizable polynomial (below);
+// double (used for gradcheck) calls std::exp.
+//
+// Used by the torch launcher (contrastive.cpp) and the plain C++ test
+// (csrc/tests/test_contrastive.cpp), hence only the standard library here.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace letter_fast {
+namespace cpu {
+namespace contrastive {
+
+constexpr int64_t kRows = 8;    // anchors per register tile
+constexpr int64_t kLanes = 32;  // candidates per register tile: 2 AVX-512 float vectors
+constexpr int64_t kVec = 16;    // width of the gradient accumulators; the padded d is a multiple
+constexpr double kNormEps = 1e-12;  // as torch.nn.functional.normalize
+
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// exp(x) for float, vectorizable: x = n ln2 + r with |r| <= ln2/2, e^r by the degree-7 Taylor
+// polynomial (relative error < 2e-7 on that interval), 2^n built in the exponent bits.
+// Returns exactly 0 below -87.3 (including -inf, used for masked logits).
+inline float exp_approx(float x) {
+  const bool underflow = x < -87.3f;
+  x = std::min(std::max(x, -87.3f), 88.0f);
+  // Round to nearest by adding 1.5 * 2^23 (std::floor would not vectorize without
+  // -fno-trapping-math).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  // Cody-Waite: ln2 split in a part exact in float and a small correction.
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));  // vectorizes (checked with -fopt-info-vec)
+  return underflow ? 0.0f : p * scale;
+}
+inline double exp_approx(double x) { return std::exp(x); }
+
+// Rows of an input matrix laid out for the kernels: [rows_pad][dim_pad] row-major, optionally
+// L2-normalized and multiplied by `scale`, zero padding; plus 1 / max(||row||, eps).
+template <typename T>
+struct PackedRows {
+  int64_t rows = 0, rows_pad = 0, dim = 0, dim_pad = 0;
+  std::vector<T> data;
+  std::vector<T> inv_norm;
+
+  PackedRows(const T* x, int64_t n, int64_t d, int64_t row_multiple, bool normalize, T scale)
+      : rows(n), rows_pad(round_up(std::max<int64_t>(n, 1), row_multiple)), dim(d),
+        dim_pad(round_up(std::max<int64_t>(d, 1), kVec)),
+        data(static_cast<size_t>(rows_pad * dim_pad), T(0)), inv_norm(static_cast<size_t>(n), T(1)) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n; ++r) {
+      const T* src = x + r * d;
+      T factor = scale;
+      if (normalize) {
+        T sq = 0;
+        for (int64_t k = 0; k < d; ++k) sq += src[k] * src[k];
+        inv_norm[r] = T(1) / std::max(std::sqrt(sq), T(kNormEps));
+        factor *= inv_norm[r];
+      }
+      T* dst = data.data() + r * dim_pad;
+      for (int64_t k = 0; k < d; ++k) dst[k] = src[k] * factor;
+    }
+  }
+  const T* row(int64_t r) const { return data.data() + r * dim_pad; }
+};
+
+// Candidates transposed tile by tile for the dot products: [cols_pad / kLanes][dim][kLanes].
+// Each tile is contiguous: a plain [dim][cols_pad] transpose puts the rows a tile reads at a
+// power-of-two stride, which maps them all to one L1 set (measured: 15x slower).
+template <typename T>
+std::vector<T> transpose_tiles(const PackedRows<T>& c) {
+  const int64_t tiles = c.rows_pad / kLanes;
+  std::vector<T> t(static_cast<size_t>(c.rows_pad * c.dim), T(0));
+#pragma omp parallel for schedule(static)
+  for (int64_t tile = 0; tile < tiles; ++tile)
+    for (int64_t j = tile * kLanes; j < std::min(c.rows, (tile + 1) * kLanes); ++j)
+      for (int64_t k = 0; k < c.dim; ++k)
+        t[(tile * c.dim + k) * kLanes + j - tile * kLanes] = c.row(j)[k];
+  return t;
+}
+
+// acc[i][j] = <a_i, c_{n0+j}> for kRows rows a (stride a_stride) and one transposed tile ct.
+template <typename T>
+inline void dot_tile(const T* a, int64_t a_stride, const T* ct, int64_t dim,
+                     T (&acc)[kRows][kLanes]) {
+  for (int64_t i = 0; i < kRows; ++i)
+    for (int64_t j = 0; j < kLanes; ++j) acc[i][j] = T(0);
+  for (int64_t k = 0; k < dim; ++k) {
+    const T* ck = ct + k * kLanes;
+    for (int64_t i = 0; i < kRows; ++i) {
+      const T ak = a[i * a_stride + k];
+#pragma omp simd
+      for (int64_t j = 0; j < kLanes; ++j) acc[i][j] += ak * ck[j];
+    }
+  }
+}
+
+// Masks a tile in place: padding columns (>= M) and each row's excluded column get -inf.
+template <typename T>
+inline void mask_tile(int64_t n0, int64_t M, const int64_t* exclude_rows, T (&acc)[kRows][kLanes]) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  if (n0 + kLanes > M)
+    for (int64_t i = 0; i < kRows; ++i)
+      for (int64_t j = std::max<int64_t>(M - n0, 0); j < kLanes; ++j) acc[i][j] = kNegInf;
+  if (exclude_rows)
+    for (int64_t i = 0; i < kRows; ++i) {
+      const int64_t x = exclude_rows[i] - n0;
+      if (x >= 0 && x < kLanes) acc[i][x] = kNegInf;
+    }
+}
+
+// One call's inputs, packed once. Anchors carry the 1/tau factor, so a tile is already s_ij.
+template <typename T>
+struct Problem {
+  int64_t B, M, d;
+  T temperature;
+  bool normalize;
+  PackedRows<T> anchors;     // [B_pad][d_pad], (normalized) / tau
+  PackedRows<T> candidates;  // [M_pad][d_pad], (normalized)
+  std::vector<T> candidates_t;  // [M_pad / kLanes][d][kLanes]
+  std::vector<int64_t> positives, exclude;  // [B_pad]; exclude = -1 for none and for padding
+
+  Problem(const T* a, const T* c, int64_t B_, int64_t M_, int64_t d_, const int64_t* pos,
+          const int64_t* excl, T tau, bool norm)
+      : B(B_), M(M_), d(d_), temperature(tau), normalize(norm),
+        anchors(a, B_, d_, kRows, norm, T(1) / tau),
+        candidates(c, M_, d_, kLanes, norm, T(1)),
+        candidates_t(transpose_tiles(candidates)),
+        positives(static_cast<size_t>(anchors.rows_pad), 0),
+        exclude(static_cast<size_t>(anchors.rows_pad), -1) {
+    for (int64_t i = 0; i < B; ++i) {
+      positives[i] = pos[i];
+      if (excl) exclude[i] = excl[i];
+    }
+  }
+  int64_t m_pad() const { return candidates.rows_pad; }
+  const T* ct(int64_t n0) const { return candidates_t.data() + n0 * d; }  // tile at column n0
+};
+
+// loss [B] and lse [B].
+template <typename T>
+void forward(const Problem<T>& pb, T* loss, T* lse) {
+  const int64_t blocks = round_up(pb.B, kRows) / kRows, m_pad = pb.m_pad();
+  const int64_t dp = pb.anchors.dim_pad;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t i0 = blk * kRows;
+    const T* a = pb.anchors.row(i0);
+    const int64_t* excl = pb.exclude.data() + i0;
+    T run_max[kRows];
+    alignas(64) T run_sum[kRows][kLanes];
+    for (int64_t i = 0; i < kRows; ++i) {
+      run_max[i] = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < kLanes; ++j) run_sum[i][j] = T(0);
+    }
+    for (int64_t n0 = 0; n0 < m_pad; n0 += kLanes) {
+      alignas(64) T acc[kRows][kLanes];
+      dot_tile(a, dp, pb.ct(n0), pb.d, acc);
+      mask_tile(n0, pb.M, excl, acc);
+      for (int64_t i = 0; i < kRows; ++i) {
+        T tile_max = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : tile_max)
+        for (int64_t j = 0; j < kLanes; ++j) tile_max = std::max(tile_max, acc[i][j]);
+        if (tile_max == -std::numeric_limits<T>::infinity()) continue;  // all masked
+        if (tile_max > run_max[i]) {
+          // Rescale the running sums to the new max (exp(-inf) = 0 on the first tile).
+          const T factor = exp_approx(run_max[i] - tile_max);
+#pragma omp simd
+          for (int64_t j = 0; j < kLanes; ++j) run_sum[i][j] *= factor;
+          run_max[i] = tile_max;
+        }
+        const T m = run_max[i];
+#pragma omp simd
+        for (int64_t j = 0; j < kLanes; ++j) run_sum[i][j] += exp_approx(acc[i][j] - m);
+      }
+    }
+    for (int64_t i = 0; i < kRows && i0 + i < pb.B; ++i) {
+      T total = 0;
+      for (int64_t j = 0; j < kLanes; ++j) total += run_sum[i][j];
+      const T row_lse = run_max[i] + std::log(total);
+      const T* ai = pb.anchors.row(i0 + i);
+      const T* cp = pb.candidates.row(pb.positives[i0 + i]);
+      T positive_logit = 0;
+      for (int64_t k = 0; k < pb.d; ++k) positive_logit += ai[k] * cp[k];
+      lse[i0 + i] = row_lse;
+      loss[i0 + i] = row_lse - positive_logit;
+    }
+  }
+}
+
+// W tile: W_ij = coef_i * exp(s_ij - lse_i), 0 where masked (the positive term is added apart).
+template <typename T>
+inline void softmax_weights(const T* coef, const T* lse, T (&acc)[kRows][kLanes]) {
+  for (int64_t i = 0; i < kRows; ++i) {
+    const T c = coef[i], l = lse[i];
+#pragma omp simd
+    for (int64_t j = 0; j < kLanes; ++j) acc[i][j] = c * exp_approx(acc[i][j] - l);
+  }
+}
+
+// y = (g - u <u, g>) * inv when ||x|| > eps (u = x * inv, the unit row), else g * inv: the
+// gradient of x / max(||x||, eps). In place on g.
+template <typename T>
+inline void normalize_backward(const T* x, T inv, int64_t d, T* g) {
+  if (inv >= T(1) / T(kNormEps)) {  // the norm was clamped to eps: x / eps is linear
+    for (int64_t k = 0; k < d; ++k) g[k] *= inv;
+    return;
+  }
+  T ug = 0;
+  for (int64_t k = 0; k < d; ++k) ug += x[k] * inv * g[k];
+  for (int64_t k = 0; k < d; ++k) g[k] = (g[k] - x[k] * inv * ug) * inv;
+}
+
+// Gradients. grad_loss (g) and grad_lse (h, may be null) are [B]; a, c are the raw inputs the
+// Problem was packed from (for the normalization's Jacobian). Either output may be null.
+template <typename T>
+void backward(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const T* lse,
+              const T* a_raw, const T* c_raw, T* grad_anchors, T* grad_candidates) {
+  const int64_t B = pb.B, M = pb.M, d = pb.d, m_pad = pb.m_pad();
+  const int64_t b_pad = pb.anchors.rows_pad, dp = pb.anchors.dim_pad;
+  const T inv_tau = T(1) / pb.temperature;
+  // Per-row coefficients, zero on padding rows so they contribute nothing.
+  std::vector<T> coef(static_cast<size_t>(b_pad), T(0)), row_lse(static_cast<size_t>(b_pad), T(0));
+  for (int64_t i = 0; i < B; ++i) {
+    coef[i] = grad_loss[i] + (grad_lse ? grad_lse[i] : T(0));
+    row_lse[i] = lse[i];
+  }
+
+  if (grad_anchors) {
+    const int64_t blocks = b_pad / kRows;
+#pragma omp parallel
+    {
+      std::vector<T> ga(static_cast<size_t>(kRows * dp));
+#pragma omp for schedule(static)
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t i0 = blk * kRows;
+        std::fill(ga.begin(), ga.end(), T(0));
+        for (int64_t n0 = 0; n0 < m_pad; n0 += kLanes) {
+          alignas(64) T w[kRows][kLanes];
+          dot_tile(pb.anchors.row(i0), dp, pb.ct(n0), d, w);
+          mask_tile(n0, M, pb.exclude.data() + i0, w);
+          softmax_weights(coef.data() + i0, row_lse.data() + i0, w);
+          // ga[i] += sum_j w[i][j] c_{n0+j}, in kVec-wide column chunks held in registers.
+          for (int64_t k0 = 0; k0 < dp; k0 += kVec) {
+            alignas(64) T g[kRows][kVec];
+            for (int64_t i = 0; i < kRows; ++i)
+              for (int64_t v = 0; v < kVec; ++v) g[i][v] = ga[i * dp + k0 + v];
+            for (int64_t j = 0; j < kLanes; ++j) {
+              const T* cj = pb.candidates.row(n0 + j) + k0;
+              for (int64_t i = 0; i < kRows; ++i) {
+                const T wij = w[i][j];
+#pragma omp simd
+                for (int64_t v = 0; v < kVec; ++v) g[i][v] += wij * cj[v];
+              }
+            }
+            for (int64_t i = 0; i < kRows; ++i)
+              for (int64_t v = 0; v < kVec; ++v) ga[i * dp + k0 + v] = g[i][v];
+          }
+        }
+        for (int64_t i = 0; i < kRows && i0 + i < B; ++i) {
+          const int64_t row = i0 + i;
+          const T* cp = pb.candidates.row(pb.positives[row]);
+          T* out = grad_anchors + row * d;
+          for (int64_t k = 0; k < d; ++k) out[k] = (ga[i * dp + k] - grad_loss[row] * cp[k]) * inv_tau;
+          if (pb.normalize) normalize_backward(a_raw + row * d, pb.anchors.inv_norm[row], d, out);
+        }
+      }
+    }
+  }
+
+  if (grad_candidates) {
+    // Rows grouped by their positive (counting sort), so the tile that owns candidate j can
+    // subtract sum_{i: p_i = j} g_i a_i / tau without atomics.
+    std::vector<int64_t> start(static_cast<size_t>(M + 1), 0), by_positive(static_cast<size_t>(B));
+    for (int64_t i = 0; i < B; ++i) ++start[pb.positives[i] + 1];
+    for (int64_t j = 0; j < M; ++j) start[j + 1] += start[j];
+    {
+      std::vector<int64_t> fill(start.begin(), start.end() - 1);
+      for (int64_t i = 0; i < B; ++i) by_positive[fill[pb.positives[i]]++] = i;
+    }
+    const int64_t tiles = m_pad / kLanes;
+#pragma omp parallel
+    {
+      std::vector<T> gct(static_cast<size_t>(dp * kLanes));  // [d_pad][kLanes], transposed
+      constexpr int64_t kDimChunk = 8;
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t n0 = t * kLanes;
+        std::fill(gct.begin(), gct.end(), T(0));
+        for (int64_t i0 = 0; i0 < b_pad; i0 += kRows) {
+          alignas(64) T w[kRows][kLanes];
+          const T* a = pb.anchors.row(i0);
+          dot_tile(a, dp, pb.ct(n0), d, w);
+          mask_tile(n0, M, pb.exclude.data() + i0, w);
+          softmax_weights(coef.data() + i0, row_lse.data() + i0, w);
+          // gct[k][j] += sum_i a_i[k] w[i][j] (a already carries 1/tau), kDimChunk rows of k
+          // at a time in registers.
+          for (int64_t k0 = 0; k0 < d; k0 += kDimChunk) {
+            alignas(64) T g[kDimChunk][kLanes];
+            for (int64_t kk = 0; kk < kDimChunk; ++kk)
+              for (int64_t j = 0; j < kLanes; ++j) g[kk][j] = gct[(k0 + kk) * kLanes + j];
+            for (int64_t i = 0; i < kRows; ++i) {
+              const T* ai = a + i * dp + k0;
+              for (int64_t kk = 0; kk < kDimChunk; ++kk) {
+                const T aik = ai[kk];
+#pragma omp simd
+                for (int64_t j = 0; j < kLanes; ++j) g[kk][j] += aik * w[i][j];
+              }
+            }
+            for (int64_t kk = 0; kk < kDimChunk; ++kk)
+              for (int64_t j = 0; j < kLanes; ++j) gct[(k0 + kk) * kLanes + j] = g[kk][j];
+          }
+        }
+        for (int64_t j = 0; j < kLanes && n0 + j < M; ++j) {
+          const int64_t col = n0 + j;
+          T* out = grad_candidates + col * d;
+          for (int64_t k = 0; k < d; ++k) out[k] = gct[k * kLanes + j];
+          for (int64_t q = start[col]; q < start[col + 1]; ++q) {
+            const int64_t row = by_positive[q];
+            const T* ai = pb.anchors.row(row);
+            for (int64_t k = 0; k < d; ++k) out[k] -= grad_loss[row] * ai[k];
+          }
+          if (pb.normalize) normalize_backward(c_raw + col * d, pb.candidates.inv_norm[col], d, out);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace contrastive
+}  // namespace cpu
+}  // namespace letter_fast
