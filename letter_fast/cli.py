@@ -13,7 +13,7 @@ import sys
 import letter_fast
 
 # Subcommand modules, in the order --help lists them.
-COMMANDS = ["quantize", "embed", "train-cf"]
+COMMANDS = ["quantize", "embed", "train-cf", "tokenize", "inspect_codes"]
 
 
 def build_parser() -> argparse.ArgumentParser:

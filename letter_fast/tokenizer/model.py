@@ -1,0 +1,216 @@
+"""LETTER: a learnable item tokenizer (Wang et al., "Learnable Item Tokenization for Generative
+Recommendation", CIKM 2024), on top of an RQ-VAE (Lee et al., CVPR 2022; TIGER, Rajput et al.,
+NeurIPS 2023).
+
+An item's semantic embedding ``s`` is encoded to a latent ``z = E(s)``, residual-quantized with
+``L`` codebooks into codes ``[c_1..c_L]`` and a quantized latent ``z_hat = sum_l e_{l,c_l}``, and
+decoded back ``s_hat = D(z + sg(z_hat - z))`` (straight-through). The loss (METHOD.md section 2):
+
+    L = L_recon + mean_l (L_cb,l + beta * L_div,l) + alpha * L_CF
+    L_recon = mse(s_hat, s)
+    L_cb,l  = mse(e_{l,c_l}, sg(r_{l-1})) + mu * mse(sg(e_{l,c_l}), r_{l-1}),  r_0 = z,
+              r_l = r_{l-1} - sg(e_{l,c_l})        (the chain runs on sg(e): every level commits)
+    L_CF    = CE(z_hat @ h^T, arange(B))           (in-batch InfoNCE against CF embeddings h)
+    L_div,l = CE(e_{l,c_i} @ C_l^T with c_i masked out, a random code of c_i's cluster)
+
+``L_CF`` is computed on ``z_hat + (z - sg(z))``: the value is the quantized ``z_hat`` and the
+gradient reaches both the codebooks and the encoder (the reference code feeds it the
+straight-through latent, where it reaches the encoder only).
+The last level is assigned by Sinkhorn-balanced optimal transport during training and by the
+nearest code at inference. ``alpha = 0`` and ``beta = 0`` give the plain RQ-VAE of TIGER.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from letter_fast.ops import codebook_diversity_loss, in_batch_contrastive_loss, residual_quantize, rq_code_embeddings
+from letter_fast.tokenizer.clustering import constrained_kmeans, kmeans, sinkhorn_assignment, squared_distances
+
+
+def mlp(sizes: Sequence[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last); xavier-normal weights, zero bias."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        linear = nn.Linear(a, b)
+        nn.init.xavier_normal_(linear.weight)
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class LetterTokenizer(nn.Module):
+    """RQ-VAE item tokenizer with LETTER's collaborative and diversity regularizers.
+
+    Variants by switch: ``alpha=0, beta=0`` plain RQ-VAE (TIGER); ``alpha>0`` + CF;
+    ``beta>0`` + diversity; both: LETTER.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_dim: int,
+        hidden_dims: Sequence[int] = (512, 256, 128, 64),
+        latent_dim: int = 32,
+        num_levels: int = 4,
+        codebook_size: int = 256,
+        commitment: float = 0.25,
+        alpha: float = 0.02,
+        beta: float = 1e-4,
+        cf_temperature: float = 1.0,
+        diversity_clusters: int = 10,
+        diversity_cluster_sizes: tuple[int, int] = (10, 60),
+        sinkhorn_last_level: bool = True,
+        sinkhorn_epsilon: float = 0.003,
+        sinkhorn_iters: int = 50,
+        backend: Optional[str] = None,
+    ):
+        super().__init__()
+        if num_levels < 1 or codebook_size < 1:
+            raise ValueError(f"num_levels and codebook_size must be >= 1, got {num_levels}, {codebook_size}")
+        lo, hi = diversity_cluster_sizes
+        if beta > 0 and not (diversity_clusters * lo <= codebook_size <= diversity_clusters * hi):
+            raise ValueError(
+                f"{codebook_size} codes cannot form {diversity_clusters} clusters of {lo}..{hi} codes; "
+                "change diversity_clusters or diversity_cluster_sizes"
+            )
+        self.input_dim, self.latent_dim = input_dim, latent_dim
+        self.num_levels, self.codebook_size = num_levels, codebook_size
+        self.commitment, self.alpha, self.beta = commitment, alpha, beta
+        self.cf_temperature = cf_temperature
+        self.diversity_clusters, self.diversity_cluster_sizes = diversity_clusters, (lo, hi)
+        self.sinkhorn_last_level = sinkhorn_last_level
+        self.sinkhorn_epsilon, self.sinkhorn_iters = sinkhorn_epsilon, sinkhorn_iters
+        self.backend = backend
+        self.encoder = mlp([input_dim, *hidden_dims, latent_dim])
+        self.decoder = mlp([latent_dim, *reversed(hidden_dims), input_dim])
+        self.codebooks = nn.Parameter(torch.zeros(num_levels, codebook_size, latent_dim))
+        self.register_buffer("initialized", torch.tensor(False))
+        # cluster label of every code, per level, for the diversity loss (refreshed each epoch)
+        self.register_buffer("code_clusters", torch.zeros(num_levels, codebook_size, dtype=torch.long))
+
+    # ------------------------------------------------------------------ codebooks
+
+    @torch.no_grad()
+    def init_codebooks(self, embeddings: torch.Tensor, seed: int = 0) -> None:
+        """k-means on the latents level by level: level l's centers fit the residuals left by l-1."""
+        r = self.encoder(embeddings)
+        for level in range(self.num_levels):
+            centers, labels = kmeans(r, self.codebook_size, seed=seed + level)
+            self.codebooks[level] = centers
+            r = r - centers[labels]
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def refresh_code_clusters(self, seed: int = 0) -> None:
+        """Group each codebook's codes into K size-constrained clusters (LETTER Sec. 3.2.3)."""
+        lo, hi = self.diversity_cluster_sizes
+        for level in range(self.num_levels):
+            self.code_clusters[level] = constrained_kmeans(
+                self.codebooks[level], self.diversity_clusters, lo, hi, seed=seed + level
+            )
+
+    def sample_same_cluster_codes(self, codes: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """For each ``codes[b, l]`` a uniformly random *other* code of its cluster (vectorized).
+
+        Members of every cluster are laid out contiguously (codes sorted by cluster); a draw is a
+        random offset in ``[0, size - 1)`` inside the cluster's run, skipping the code itself.
+        """
+        L, N = self.code_clusters.shape
+        order = torch.argsort(self.code_clusters, dim=1, stable=True)           # [L, N] codes by cluster
+        position = torch.argsort(order, dim=1)                                    # rank of each code in order
+        sizes = torch.zeros(L, self.diversity_clusters, dtype=torch.long, device=codes.device)
+        sizes.scatter_add_(1, self.code_clusters, torch.ones_like(self.code_clusters))
+        starts = torch.cumsum(sizes, dim=1) - sizes                               # [L, K]
+        levels = torch.arange(L, device=codes.device).expand_as(codes)
+        cluster = self.code_clusters[levels, codes]                               # [B, L]
+        size = sizes[levels, cluster]
+        start = starts[levels, cluster]
+        own = position[levels, codes] - start
+        u = torch.rand(codes.shape, generator=generator, device=codes.device)
+        offset = (u * (size - 1).clamp_min(1)).long()
+        offset = offset + (offset >= own).long()                                  # skip the code itself
+        offset = torch.where(size > 1, offset, own)                               # singleton: itself
+        return order[levels, start + offset]
+
+    # ------------------------------------------------------------------ quantization
+
+    def quantize(self, z: torch.Tensor, balanced_last_level: bool = False) -> torch.Tensor:
+        """Codes ``[B, L]`` of latents ``z`` (nearest codes; Sinkhorn for the last level if asked)."""
+        with torch.no_grad():
+            codes, z_hat = residual_quantize(z.detach(), self.codebooks.detach(), backend=self.backend)
+            if balanced_last_level and z.shape[0] > 1:
+                last = self.num_levels - 1
+                residual = z.detach() - (z_hat - self.codebooks[last][codes[:, last]].detach())
+                codes[:, last] = sinkhorn_assignment(
+                    squared_distances(residual.float(), self.codebooks[last].detach().float()),
+                    self.sinkhorn_epsilon, self.sinkhorn_iters,
+                )
+        return codes
+
+    @torch.no_grad()
+    def encode_items(self, embeddings: torch.Tensor, batch_size: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: ``(codes [V, L], latents [V, d])`` by nearest codes at every level."""
+        codes, latents = [], []
+        for chunk in embeddings.split(batch_size):
+            z = self.encoder(chunk)
+            latents.append(z)
+            codes.append(self.quantize(z))
+        return torch.cat(codes), torch.cat(latents)
+
+    # ------------------------------------------------------------------ training
+
+    def forward(self, s: torch.Tensor, cf: Optional[torch.Tensor] = None,
+                generator: Optional[torch.Generator] = None) -> dict:
+        """Losses of one batch: semantic embeddings ``s [B, D_in]``, CF embeddings ``cf [B, d]``."""
+        if not bool(self.initialized):
+            raise RuntimeError("codebooks are not initialized: call init_codebooks(embeddings) first")
+        z = self.encoder(s)
+        codes = self.quantize(z, balanced_last_level=self.training and self.sinkhorn_last_level)
+        e = rq_code_embeddings(codes, self.codebooks)                           # [B, L, d]
+        # r_{l-1} = z - sum_{j<l} sg(e_j): the chain sees the codebooks only through sg(e)
+        prefix = torch.cumsum(e.detach(), dim=1) - e.detach()
+        residuals = z[:, None, :] - prefix                                      # [B, L, d]
+        codebook_loss = F.mse_loss(e, residuals.detach()) + self.commitment * F.mse_loss(e.detach(), residuals)
+        z_hat = e.sum(dim=1)
+        recon = self.decoder(z + (z_hat - z).detach())
+        recon_loss = F.mse_loss(recon, s)
+        zero = z.new_zeros(())
+        cf_loss = zero
+        if self.alpha > 0:
+            if cf is None:
+                raise ValueError("alpha > 0 needs the batch's CF embeddings (cf=...)")
+            # value z_hat; gradient to the codebooks (through z_hat) and to the encoder (straight
+            # through z), so the CF signal both moves codes and moves items between codes
+            cf_input = z_hat + (z - z.detach())
+            cf_loss = in_batch_contrastive_loss(cf_input, cf, temperature=self.cf_temperature, backend=self.backend)
+        div_loss = zero
+        if self.beta > 0:
+            positives = self.sample_same_cluster_codes(codes, generator)
+            div_loss = torch.stack([
+                codebook_diversity_loss(e[:, level], self.codebooks[level], codes[:, level], positives[:, level],
+                                        backend=self.backend)
+                for level in range(self.num_levels)
+            ]).mean()
+        # codebook_loss is the mean over levels already (mse over [B, L, d])
+        loss = recon_loss + codebook_loss + self.beta * div_loss + self.alpha * cf_loss
+        return {"loss": loss, "recon": recon_loss.detach(), "codebook": codebook_loss.detach(),
+                "cf": cf_loss.detach(), "diversity": div_loss.detach(), "codes": codes}
+
+    def settings(self) -> dict:
+        """Constructor arguments, for checkpoints and reports."""
+        return dict(
+            input_dim=self.input_dim,
+            hidden_dims=[m.out_features for m in self.encoder if isinstance(m, nn.Linear)][:-1],
+            latent_dim=self.latent_dim, num_levels=self.num_levels, codebook_size=self.codebook_size,
+            commitment=self.commitment, alpha=self.alpha, beta=self.beta, cf_temperature=self.cf_temperature,
+            diversity_clusters=self.diversity_clusters, diversity_cluster_sizes=list(self.diversity_cluster_sizes),
+            sinkhorn_last_level=self.sinkhorn_last_level, sinkhorn_epsilon=self.sinkhorn_epsilon,
+            sinkhorn_iters=self.sinkhorn_iters,
+        )

@@ -1,0 +1,65 @@
+"""From item embeddings to collision-free identifiers on disk.
+
+``tokenize_items`` trains a :class:`LetterTokenizer` (or loads a trained one), encodes every item
+by nearest codes, re-assigns colliding last-level codes (collisions.py), and writes:
+
+* ``<Name>.index.json``: the identifiers in the LC-Rec/LETTER format (``["<a_12>", "<b_201>", ...]``);
+* ``<Name>.codes.pt``: the same as a ``[V, L]`` int64 tensor;
+* ``tokenizer_report.json``: the diagnostics of :mod:`letter_fast.tokenizer.diagnostics`;
+* ``first_level_codes.png``: the first-level code load.
+
+All writes are atomic (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from letter_fast.data.formats import write_index_json
+from letter_fast.io import atomic_write, save_tensor
+from letter_fast.tokenizer.collisions import resolve_collisions
+from letter_fast.tokenizer.diagnostics import inspect_codes, plot_first_level
+from letter_fast.tokenizer.model import LetterTokenizer
+from letter_fast.tokenizer.train import TokenizerTrainConfig, load_tokenizer, train_tokenizer
+
+
+@torch.no_grad()
+def collision_free_codes(model: LetterTokenizer, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes, codes_before)``: identifiers after and before collision re-assignment."""
+    model.eval()
+    codes, latents = model.encode_items(embeddings.to(next(model.parameters()).device).float())
+    last = model.num_levels - 1
+    before_last = latents - model.codebooks[torch.arange(last, device=latents.device), codes[:, :last]].sum(1)
+    fixed = resolve_collisions(codes, before_last, model.codebooks[last])
+    return fixed.cpu(), codes.cpu()
+
+
+def tokenize_items(
+    embeddings: torch.Tensor,
+    cf: Optional[torch.Tensor],
+    out_dir,
+    name: str,
+    model_settings: dict,
+    train_config: TokenizerTrainConfig,
+    resume: bool = True,
+) -> dict:
+    """Train, encode, de-collide and write identifiers; returns the diagnostics report."""
+    out_dir = Path(out_dir)
+    model = LetterTokenizer(input_dim=embeddings.shape[1], **model_settings)
+    summary = train_tokenizer(model, embeddings, cf, train_config, out_dir, resume=resume)
+    best = out_dir / "best.pt"
+    if best.exists():
+        model = load_tokenizer(best, train_config.device)
+    codes, before = collision_free_codes(model, embeddings)
+    write_index_json(out_dir / f"{name}.index.json", codes)
+    save_tensor(codes, out_dir / f"{name}.codes.pt")
+    report = inspect_codes(codes, model.codebook_size, cf=cf, codes_before=before)
+    report.update(best_epoch=summary["best"]["epoch"], seconds_per_epoch=summary["seconds_per_epoch"],
+                  settings=model.settings(), train_config=summary["config"])
+    atomic_write(out_dir / "tokenizer_report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
+    plot_first_level(codes, model.codebook_size, out_dir / "first_level_codes.png")
+    return report

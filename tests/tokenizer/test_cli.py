@@ -1,0 +1,53 @@
+"""letter-fast tokenize / inspect."""
+
+import json
+
+import torch
+
+from letter_fast.cli import main
+from letter_fast.data import make_synthetic_catalog
+from letter_fast.data.formats import read_index_json
+from letter_fast.io import save_tensor
+
+FAST = ["--epochs", "3", "--hidden-dims", "32", "--latent-dim", "8", "--num-levels", "3", "--codebook-size", "16",
+        "--diversity-clusters", "2", "--diversity-min-size", "4", "--diversity-max-size", "12", "--batch-size", "128",
+        "--no-progress"]
+
+
+def test_tokenize_and_inspect_a_data_folder(tmp_path, capsys):
+    catalog = make_synthetic_catalog(num_items=200, num_users=300, dim=24, cf_dim=8, seed=1)
+    folder = catalog.save(tmp_path / "data")
+    save_tensor(catalog.embeddings["semantic"], tmp_path / "sem.npy")
+    save_tensor(catalog.embeddings["cf_planted"], tmp_path / "cf.pt")
+    out = tmp_path / "tok"
+    assert main(["tokenize", str(folder), "--embeddings", str(tmp_path / "sem.npy"), "--cf", str(tmp_path / "cf.pt"),
+                 "--out-dir", str(out), *FAST]) == 0
+    codes = read_index_json(out / "Synthetic.index.json")
+    assert codes.shape == (200, 3) and torch.unique(codes, dim=0).shape[0] == 200
+    capsys.readouterr()
+    assert main(["inspect", str(out / "Synthetic.index.json"), "--cf", str(tmp_path / "cf.pt"), "--codebook-size", "16",
+                 "--plot", str(tmp_path / "p.png"), "--json", str(tmp_path / "r.json")]) == 0
+    text = capsys.readouterr().out
+    assert "collision rate 0.0000%" in text and "CF-nearest pairs" in text
+    assert json.loads((tmp_path / "r.json").read_text())["items"] == 200
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_tokenize_errors_are_one_line(tmp_path, capsys):
+    catalog = make_synthetic_catalog(num_items=64, num_users=60, dim=8, seed=2)
+    folder = catalog.save(tmp_path / "data")
+    save_tensor(torch.randn(40, 8), tmp_path / "short.npy")
+    cases = [
+        (["tokenize"], "give a data set"),
+        (["tokenize", str(folder)], "--embeddings is required"),
+        (["tokenize", str(folder), "--embeddings", str(tmp_path / "nope.npy")], "not found"),
+        (["tokenize", str(folder), "--embeddings", str(tmp_path / "short.npy"), "--variant", "rqvae"], "40"),
+        (["tokenize", str(folder), "--embeddings", str(tmp_path / "short.npy")], None),
+        (["tokenize", "--synthetic", "--variant", "best"], "variant must be one of"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0, err
+        if expected:
+            assert expected in err, (argv, err)

@@ -1,0 +1,135 @@
+"""LetterTokenizer: losses, variants, diversity sampling, training, resume, collision-free output."""
+
+import json
+
+import pytest
+import torch
+
+from letter_fast.data import make_synthetic_catalog
+from letter_fast.data.formats import read_index_json
+from letter_fast.tokenizer.collisions import collision_rate
+from letter_fast.tokenizer.diagnostics import cf_neighbour_code_similarity
+from letter_fast.tokenizer.model import LetterTokenizer
+from letter_fast.tokenizer.pipeline import tokenize_items
+from letter_fast.tokenizer.train import TokenizerTrainConfig, load_tokenizer, train_tokenizer
+
+SMALL = dict(hidden_dims=(64, 32), latent_dim=8, num_levels=3, codebook_size=32,
+             diversity_clusters=4, diversity_cluster_sizes=(4, 16))
+
+
+def small_model(**overrides):
+    torch.manual_seed(0)
+    return LetterTokenizer(input_dim=64, **{**SMALL, **overrides})
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return make_synthetic_catalog(num_items=512, num_users=1024, dim=64, cf_dim=8, seed=3)  # cf_dim = latent_dim
+
+
+def test_loss_terms_and_variants(catalog):
+    s, cf = catalog.embeddings["semantic"][:200], catalog.embeddings["cf_planted"][:200]
+    plain = small_model(alpha=0.0, beta=0.0)
+    plain.init_codebooks(s)
+    out = plain(s)  # no CF embeddings needed for the plain RQ-VAE
+    assert out["cf"] == 0 and out["diversity"] == 0 and out["codes"].shape == (200, 3)
+    full = small_model(alpha=0.1, beta=0.01)
+    full.init_codebooks(s)
+    full.refresh_code_clusters()
+    out = full(s, cf)
+    assert out["cf"] > 0 and out["diversity"] > 0 and torch.isfinite(out["loss"])
+    with pytest.raises(ValueError, match="needs the batch's CF embeddings"):
+        full(s)
+    with pytest.raises(RuntimeError, match="not initialized"):
+        small_model()(s)
+
+
+def test_cf_loss_reaches_the_codebooks(catalog):
+    s, cf = catalog.embeddings["semantic"][:128], catalog.embeddings["cf_planted"][:128]
+    grads = []
+    for alpha in (0.0, 1.0):
+        m = small_model(alpha=alpha, beta=0.0, sinkhorn_last_level=False)
+        m.init_codebooks(s)
+        m(s, cf)["loss"].backward()
+        grads.append(m.codebooks.grad.clone())
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_commitment_acts_on_every_level(catalog):
+    s = catalog.embeddings["semantic"][:64]
+    m = small_model(alpha=0.0, beta=0.0)
+    m.init_codebooks(s)
+    m(s)["loss"].backward()
+    assert (m.codebooks.grad.abs().sum(dim=(1, 2)) > 0).all()  # each level's codebook is trained
+
+
+def test_same_cluster_sampling():
+    m = small_model(beta=0.01)
+    m.codebooks.data.normal_()
+    m.refresh_code_clusters()
+    codes = torch.randint(0, 32, (5000, 3))
+    g = torch.Generator().manual_seed(1)
+    pos = m.sample_same_cluster_codes(codes, g)
+    levels = torch.arange(3).expand_as(codes)
+    assert torch.equal(m.code_clusters[levels, pos], m.code_clusters[levels, codes])
+    assert (pos != codes).all()  # every cluster has >= 4 members, so a different code exists
+    # uniform over the other members: every member of code 0's cluster shows up
+    members = (m.code_clusters[0] == m.code_clusters[0, 0]).nonzero().squeeze(1).tolist()
+    drawn = set(m.sample_same_cluster_codes(torch.zeros(4000, 3, dtype=torch.long), g)[:, 0].tolist())
+    assert drawn == set(members) - {0}
+
+
+def test_invalid_cluster_settings():
+    with pytest.raises(ValueError, match="cannot form 10 clusters"):
+        LetterTokenizer(input_dim=8, codebook_size=32, beta=0.1)
+
+
+def test_training_resume_and_selection(catalog, tmp_path):
+    s, cf = catalog.embeddings["semantic"], catalog.embeddings["cf_planted"]
+    cfg = TokenizerTrainConfig(epochs=6, batch_size=256, eval_every=2, checkpoint_every=3, progress=False)
+    full = train_tokenizer(small_model(alpha=0.05, beta=1e-3), s, cf, cfg, tmp_path / "a")
+    assert full["history"][-1]["loss"] < full["history"][0]["loss"]
+    assert (tmp_path / "a" / "best.pt").exists()
+    # an interrupted run (3 epochs) resumed to 6 ends in the same state as the uninterrupted one
+    short = TokenizerTrainConfig(**{**cfg.__dict__, "epochs": 3})
+    train_tokenizer(small_model(alpha=0.05, beta=1e-3), s, cf, short, tmp_path / "b")
+    resumed = train_tokenizer(small_model(alpha=0.05, beta=1e-3), s, cf, cfg, tmp_path / "b")
+    # (the short run also evaluated collisions at its last epoch, 3: compare the training losses)
+    def losses(history):
+        return [{k: v for k, v in rec.items() if k != "collision_rate"} for rec in history]
+
+    assert losses(resumed["history"]) == losses(full["history"])
+    a = torch.load(tmp_path / "a" / "tokenizer.ckpt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "tokenizer.ckpt", weights_only=False)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    model = load_tokenizer(tmp_path / "a" / "best.pt")
+    assert model.settings() == small_model(alpha=0.05, beta=1e-3).settings()
+
+
+def test_pipeline_writes_collision_free_index(catalog, tmp_path):
+    s = catalog.embeddings["semantic"].clone()
+    s[1] = s[0]  # identical items: only re-assignment can separate them
+    cfg = TokenizerTrainConfig(epochs=4, batch_size=256, eval_every=2, progress=False)
+    report = tokenize_items(s, None, tmp_path, "Toy", dict(SMALL, alpha=0.0, beta=0.0), cfg)
+    codes = read_index_json(tmp_path / "Toy.index.json")
+    assert codes.shape == (512, 3) and collision_rate(codes) == 0.0
+    assert torch.equal(codes, torch.load(tmp_path / "Toy.codes.pt"))
+    assert report["collision_rate"] == 0.0 and report["collision_rate_before_reassignment"] > 0
+    assert json.loads((tmp_path / "tokenizer_report.json").read_text())["items"] == 512
+    assert (tmp_path / "first_level_codes.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_cf_regularizer_moves_identifiers_towards_collaborative_groups(catalog, tmp_path):
+    """The planted CF groups are independent of the semantic clusters: with alpha > 0 the
+    identifiers of CF-nearest items must agree more often than without (LETTER Table 4)."""
+    s, cf = catalog.embeddings["semantic"], catalog.embeddings["cf_planted"]
+    cfg = TokenizerTrainConfig(epochs=150, batch_size=256, eval_every=150, progress=False)
+    similarity = {}
+    for alpha in (0.0, 1.0):
+        model = small_model(alpha=alpha, beta=0.0)
+        train_tokenizer(model, s, cf, cfg, tmp_path / str(alpha), resume=False)
+        codes, _ = model.encode_items(s)
+        similarity[alpha] = cf_neighbour_code_similarity(codes, cf)
+    assert similarity[1.0] > 1.5 * similarity[0.0], similarity
