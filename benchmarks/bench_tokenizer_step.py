@@ -82,11 +82,11 @@ def straightforward_loss(model: LetterTokenizer, s: torch.Tensor, cf: torch.Tens
     return recon + loss_cb + model.beta * torch.stack(div).mean() + model.alpha * loss_cf
 
 
-def make_step(kind: str, batch: int = 1024, input_dim: int = 384):
+def make_step(kind: str, batch: int = 1024, input_dim: int = 384, hidden_dims=(512, 256, 128, 64)):
     def make():
         torch.manual_seed(0)
         backend = "reference" if kind == "letter_fast-reference-ops" else None
-        model = LetterTokenizer(input_dim=input_dim, alpha=0.02, beta=1e-4, backend=backend)
+        model = LetterTokenizer(input_dim=input_dim, hidden_dims=hidden_dims, alpha=0.02, beta=1e-4, backend=backend)
         s = torch.randn(4 * batch, input_dim)
         cf = torch.randn(4 * batch, 32)
         model.init_codebooks(s)
@@ -111,14 +111,22 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--batch", type=int, default=1024)
     args = parser.parse_args(argv)
-    params = dict(B=args.batch, input=384, d=32, L=4, N=256)
-    cases = [Case(NAME, kind, params, make_step(kind, args.batch), reference=(kind == "straightforward"))
-             for kind in ("straightforward", "letter_fast-reference-ops", "letter_fast")]
+    # Two shapes: the whole step with the MiniLM-sized MLP, and the quantization + losses alone
+    # (a one-layer 32 -> 32 encoder/decoder), where the kernels and the vectorization act.
+    shapes = {"full step": dict(input_dim=384, hidden_dims=(512, 256, 128, 64)),
+              "quantization + losses": dict(input_dim=32, hidden_dims=())}
+    cases = []
+    for label, shape in shapes.items():
+        params = dict(part=label.replace(" ", "_"), B=args.batch, input=shape["input_dim"], d=32, L=4, N=256)
+        cases += [Case(NAME, kind, params, make_step(kind, args.batch, **shape), reference=(kind == "straightforward"))
+                  for kind in ("straightforward", "letter_fast-reference-ops", "letter_fast")]
     rows = run_cases(NAME, cases, warmup=2, repeat=10, min_seconds=1.0, out_dir=args.out)
-    ours = next(r for r in rows if r["impl"] == "letter_fast")
-    verdict = "meets" if ours["speedup_vs_reference"] and ours["speedup_vs_reference"] >= 5 else "MISSES"
-    append_markdown(NAME, f"Target: letter_fast >= 5x faster than straightforward: "
-                          f"{ours['speedup_vs_reference']:.2f}x ({verdict}).", args.out)
+    lines = ["## Target: letter_fast >= 5x faster than straightforward", ""]
+    for r in rows:
+        if r["impl"] == "letter_fast" and r["speedup_vs_reference"]:
+            verdict = "meets" if r["speedup_vs_reference"] >= 5 else "MISSES"
+            lines.append(f"- {r['params']}: {r['speedup_vs_reference']:.2f}x ({verdict})")
+    append_markdown(NAME, "\n".join(lines), args.out)
 
 
 if __name__ == "__main__":
