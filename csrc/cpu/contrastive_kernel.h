@@ -44,7 +44,9 @@ namespace contrastive {
 
 constexpr int64_t kRows = 8;    // anchors per register tile
 constexpr int64_t kLanes = 32;  // candidates per register tile: 2 AVX-512 float vectors
-constexpr int64_t kVec = 16;    // width of the gradient accumulators; the padded d is a multiple
+constexpr int64_t kVec = 32;    // width of the gradient accumulators (2 vectors); d is padded to it
+constexpr int64_t kRowPad = 32;  // rows padded so either input can be the tile's rows or lanes
+constexpr int64_t kParallelWork = 1 << 18;  // below this many multiply-adds a loop runs serially
 constexpr double kNormEps = 1e-12;  // as torch.nn.functional.normalize
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
@@ -87,7 +89,7 @@ struct PackedRows {
       : rows(n), rows_pad(round_up(std::max<int64_t>(n, 1), row_multiple)), dim(d),
         dim_pad(round_up(std::max<int64_t>(d, 1), kVec)),
         data(static_cast<size_t>(rows_pad * dim_pad), T(0)), inv_norm(static_cast<size_t>(n), T(1)) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * d >= kParallelWork)
     for (int64_t r = 0; r < n; ++r) {
       const T* src = x + r * d;
       T factor = scale;
@@ -111,7 +113,7 @@ template <typename T>
 std::vector<T> transpose_tiles(const PackedRows<T>& c) {
   const int64_t tiles = c.rows_pad / kLanes;
   std::vector<T> t(static_cast<size_t>(c.rows_pad * c.dim), T(0));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (c.rows * c.dim >= kParallelWork)
   for (int64_t tile = 0; tile < tiles; ++tile)
     for (int64_t j = tile * kLanes; j < std::min(c.rows, (tile + 1) * kLanes); ++j)
       for (int64_t k = 0; k < c.dim; ++k)
@@ -150,6 +152,9 @@ inline void mask_tile(int64_t n0, int64_t M, const int64_t* exclude_rows, T (&ac
 }
 
 // One call's inputs, packed once. Anchors carry the 1/tau factor, so a tile is already s_ij.
+// Both sides are also kept tile-transposed: the forward pass and the anchors' gradient use the
+// candidates as tile lanes, the candidates' gradient uses the anchors as tile lanes (so every
+// pass has the same fast shape: broadcast rows, vector lanes, row-owned outputs).
 template <typename T>
 struct Problem {
   int64_t B, M, d;
@@ -163,8 +168,8 @@ struct Problem {
   Problem(const T* a, const T* c, int64_t B_, int64_t M_, int64_t d_, const int64_t* pos,
           const int64_t* excl, T tau, bool norm)
       : B(B_), M(M_), d(d_), temperature(tau), normalize(norm),
-        anchors(a, B_, d_, kRows, norm, T(1) / tau),
-        candidates(c, M_, d_, kLanes, norm, T(1)),
+        anchors(a, B_, d_, kRowPad, norm, T(1) / tau),
+        candidates(c, M_, d_, kRowPad, norm, T(1)),
         candidates_t(transpose_tiles(candidates)),
         positives(static_cast<size_t>(anchors.rows_pad), 0),
         exclude(static_cast<size_t>(anchors.rows_pad), -1) {
@@ -175,6 +180,7 @@ struct Problem {
   }
   int64_t m_pad() const { return candidates.rows_pad; }
   const T* ct(int64_t n0) const { return candidates_t.data() + n0 * d; }  // tile at column n0
+  bool parallel() const { return B * M * d >= kParallelWork; }
 };
 
 // loss [B] and lse [B].
@@ -182,7 +188,7 @@ template <typename T>
 void forward(const Problem<T>& pb, T* loss, T* lse) {
   const int64_t blocks = round_up(pb.B, kRows) / kRows, m_pad = pb.m_pad();
   const int64_t dp = pb.anchors.dim_pad;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (pb.parallel())
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t i0 = blk * kRows;
     const T* a = pb.anchors.row(i0);
@@ -228,16 +234,6 @@ void forward(const Problem<T>& pb, T* loss, T* lse) {
   }
 }
 
-// W tile: W_ij = coef_i * exp(s_ij - lse_i), 0 where masked (the positive term is added apart).
-template <typename T>
-inline void softmax_weights(const T* coef, const T* lse, T (&acc)[kRows][kLanes]) {
-  for (int64_t i = 0; i < kRows; ++i) {
-    const T c = coef[i], l = lse[i];
-#pragma omp simd
-    for (int64_t j = 0; j < kLanes; ++j) acc[i][j] = c * exp_approx(acc[i][j] - l);
-  }
-}
-
 // y = (g - u <u, g>) * inv when ||x|| > eps (u = x * inv, the unit row), else g * inv: the
 // gradient of x / max(||x||, eps). In place on g.
 template <typename T>
@@ -251,66 +247,105 @@ inline void normalize_backward(const T* x, T inv, int64_t d, T* g) {
   for (int64_t k = 0; k < d; ++k) g[k] = (g[k] - x[k] * inv * ug) * inv;
 }
 
+// Per-anchor quantities of the backward pass, zero / -1 on padding rows (which then add nothing).
+template <typename T>
+struct RowTerms {
+  std::vector<T> coef, lse;  // coef_i = g_i + h_i
+  RowTerms(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const T* row_lse)
+      : coef(static_cast<size_t>(pb.anchors.rows_pad), T(0)),
+        lse(static_cast<size_t>(pb.anchors.rows_pad), T(0)) {
+    for (int64_t i = 0; i < pb.B; ++i) {
+      coef[i] = grad_loss[i] + (grad_lse ? grad_lse[i] : T(0));
+      lse[i] = row_lse[i];
+    }
+  }
+};
+
+// One gradient pass: for every block of kRows row-side vectors, walk all lane-side tiles,
+// recompute the logit tile, turn it into weights (`weights(r0, l0, tile)`, in place) and
+// accumulate out[r] += sum_l w[r][l] * lane_rows[l]. `out` is [rows_pad][dp], zeroed here.
+template <typename T, typename Weights>
+void gradient_pass(const PackedRows<T>& row_side, const PackedRows<T>& lane_side,
+                   const T* lanes_t, Weights weights, bool parallel, std::vector<T>& out) {
+  const int64_t dp = row_side.dim_pad, d = row_side.dim, lanes_pad = lane_side.rows_pad;
+  const int64_t blocks = round_up(row_side.rows, kRows) / kRows;
+  out.assign(static_cast<size_t>(row_side.rows_pad * dp), T(0));
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t r0 = blk * kRows;
+    T* acc_rows = out.data() + r0 * dp;
+    for (int64_t l0 = 0; l0 < lanes_pad; l0 += kLanes) {
+      alignas(64) T w[kRows][kLanes];
+      dot_tile(row_side.row(r0), dp, lanes_t + l0 * d, d, w);
+      weights(r0, l0, w);
+      // acc[r] += sum_l w[r][l] * lane_l, kVec columns at a time held in registers.
+      for (int64_t k0 = 0; k0 < dp; k0 += kVec) {
+        alignas(64) T g[kRows][kVec];
+        for (int64_t r = 0; r < kRows; ++r)
+          for (int64_t v = 0; v < kVec; ++v) g[r][v] = acc_rows[r * dp + k0 + v];
+        for (int64_t l = 0; l < kLanes; ++l) {
+          const T* lane = lane_side.row(l0 + l) + k0;
+          for (int64_t r = 0; r < kRows; ++r) {
+            const T wrl = w[r][l];
+#pragma omp simd
+            for (int64_t v = 0; v < kVec; ++v) g[r][v] += wrl * lane[v];
+          }
+        }
+        for (int64_t r = 0; r < kRows; ++r)
+          for (int64_t v = 0; v < kVec; ++v) acc_rows[r * dp + k0 + v] = g[r][v];
+      }
+    }
+  }
+}
+
 // Gradients. grad_loss (g) and grad_lse (h, may be null) are [B]; a, c are the raw inputs the
 // Problem was packed from (for the normalization's Jacobian). Either output may be null.
 template <typename T>
 void backward(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const T* lse,
               const T* a_raw, const T* c_raw, T* grad_anchors, T* grad_candidates) {
-  const int64_t B = pb.B, M = pb.M, d = pb.d, m_pad = pb.m_pad();
-  const int64_t b_pad = pb.anchors.rows_pad, dp = pb.anchors.dim_pad;
+  const int64_t B = pb.B, M = pb.M, d = pb.d, dp = pb.anchors.dim_pad;
   const T inv_tau = T(1) / pb.temperature;
-  // Per-row coefficients, zero on padding rows so they contribute nothing.
-  std::vector<T> coef(static_cast<size_t>(b_pad), T(0)), row_lse(static_cast<size_t>(b_pad), T(0));
-  for (int64_t i = 0; i < B; ++i) {
-    coef[i] = grad_loss[i] + (grad_lse ? grad_lse[i] : T(0));
-    row_lse[i] = lse[i];
-  }
+  const RowTerms<T> rt(pb, grad_loss, grad_lse, lse);
+  std::vector<T> acc;
 
   if (grad_anchors) {
-    const int64_t blocks = b_pad / kRows;
-#pragma omp parallel
-    {
-      std::vector<T> ga(static_cast<size_t>(kRows * dp));
-#pragma omp for schedule(static)
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t i0 = blk * kRows;
-        std::fill(ga.begin(), ga.end(), T(0));
-        for (int64_t n0 = 0; n0 < m_pad; n0 += kLanes) {
-          alignas(64) T w[kRows][kLanes];
-          dot_tile(pb.anchors.row(i0), dp, pb.ct(n0), d, w);
-          mask_tile(n0, M, pb.exclude.data() + i0, w);
-          softmax_weights(coef.data() + i0, row_lse.data() + i0, w);
-          // ga[i] += sum_j w[i][j] c_{n0+j}, in kVec-wide column chunks held in registers.
-          for (int64_t k0 = 0; k0 < dp; k0 += kVec) {
-            alignas(64) T g[kRows][kVec];
-            for (int64_t i = 0; i < kRows; ++i)
-              for (int64_t v = 0; v < kVec; ++v) g[i][v] = ga[i * dp + k0 + v];
-            for (int64_t j = 0; j < kLanes; ++j) {
-              const T* cj = pb.candidates.row(n0 + j) + k0;
-              for (int64_t i = 0; i < kRows; ++i) {
-                const T wij = w[i][j];
+    // Rows = anchors, lanes = candidates: W[i][j] = coef_i exp(s_ij - lse_i), masked.
+    auto weights = [&](int64_t i0, int64_t n0, T (&w)[kRows][kLanes]) {
+      mask_tile(n0, M, pb.exclude.data() + i0, w);
+      for (int64_t i = 0; i < kRows; ++i) {
+        const T c = rt.coef[i0 + i], l = rt.lse[i0 + i];
 #pragma omp simd
-                for (int64_t v = 0; v < kVec; ++v) g[i][v] += wij * cj[v];
-              }
-            }
-            for (int64_t i = 0; i < kRows; ++i)
-              for (int64_t v = 0; v < kVec; ++v) ga[i * dp + k0 + v] = g[i][v];
-          }
-        }
-        for (int64_t i = 0; i < kRows && i0 + i < B; ++i) {
-          const int64_t row = i0 + i;
-          const T* cp = pb.candidates.row(pb.positives[row]);
-          T* out = grad_anchors + row * d;
-          for (int64_t k = 0; k < d; ++k) out[k] = (ga[i * dp + k] - grad_loss[row] * cp[k]) * inv_tau;
-          if (pb.normalize) normalize_backward(a_raw + row * d, pb.anchors.inv_norm[row], d, out);
-        }
+        for (int64_t j = 0; j < kLanes; ++j) w[i][j] = c * exp_approx(w[i][j] - l);
       }
+    };
+    gradient_pass(pb.anchors, pb.candidates, pb.candidates_t.data(), weights, pb.parallel(), acc);
+#pragma omp parallel for schedule(static) if (pb.parallel())
+    for (int64_t i = 0; i < B; ++i) {
+      const T* cp = pb.candidates.row(pb.positives[i]);
+      T* out = grad_anchors + i * d;
+      for (int64_t k = 0; k < d; ++k) out[k] = (acc[i * dp + k] - grad_loss[i] * cp[k]) * inv_tau;
+      if (pb.normalize) normalize_backward(a_raw + i * d, pb.anchors.inv_norm[i], d, out);
     }
   }
 
   if (grad_candidates) {
-    // Rows grouped by their positive (counting sort), so the tile that owns candidate j can
-    // subtract sum_{i: p_i = j} g_i a_i / tau without atomics.
+    // Rows = candidates, lanes = anchors (which carry 1/tau): W[j][i] = coef_i exp(s_ij - lse_i),
+    // 0 where i is padding or excludes j. The per-anchor terms vary along the lanes.
+    const std::vector<T> anchors_t = transpose_tiles(pb.anchors);
+    auto weights = [&](int64_t j0, int64_t i0, T (&w)[kRows][kLanes]) {
+      const T* coef = rt.coef.data() + i0;
+      const T* l = rt.lse.data() + i0;
+      const int64_t* excl = pb.exclude.data() + i0;
+      for (int64_t r = 0; r < kRows; ++r) {
+        const int64_t j = j0 + r;
+#pragma omp simd
+        for (int64_t i = 0; i < kLanes; ++i)
+          w[r][i] = excl[i] == j ? T(0) : coef[i] * exp_approx(w[r][i] - l[i]);
+      }
+    };
+    gradient_pass(pb.candidates, pb.anchors, anchors_t.data(), weights, pb.parallel(), acc);
+    // Rows grouped by their positive (counting sort), so candidate j's owner can subtract
+    // sum_{i: p_i = j} g_i a_i / tau without atomics.
     std::vector<int64_t> start(static_cast<size_t>(M + 1), 0), by_positive(static_cast<size_t>(B));
     for (int64_t i = 0; i < B; ++i) ++start[pb.positives[i] + 1];
     for (int64_t j = 0; j < M; ++j) start[j + 1] += start[j];
@@ -318,51 +353,16 @@ void backward(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const
       std::vector<int64_t> fill(start.begin(), start.end() - 1);
       for (int64_t i = 0; i < B; ++i) by_positive[fill[pb.positives[i]]++] = i;
     }
-    const int64_t tiles = m_pad / kLanes;
-#pragma omp parallel
-    {
-      std::vector<T> gct(static_cast<size_t>(dp * kLanes));  // [d_pad][kLanes], transposed
-      constexpr int64_t kDimChunk = 8;
-#pragma omp for schedule(static)
-      for (int64_t t = 0; t < tiles; ++t) {
-        const int64_t n0 = t * kLanes;
-        std::fill(gct.begin(), gct.end(), T(0));
-        for (int64_t i0 = 0; i0 < b_pad; i0 += kRows) {
-          alignas(64) T w[kRows][kLanes];
-          const T* a = pb.anchors.row(i0);
-          dot_tile(a, dp, pb.ct(n0), d, w);
-          mask_tile(n0, M, pb.exclude.data() + i0, w);
-          softmax_weights(coef.data() + i0, row_lse.data() + i0, w);
-          // gct[k][j] += sum_i a_i[k] w[i][j] (a already carries 1/tau), kDimChunk rows of k
-          // at a time in registers.
-          for (int64_t k0 = 0; k0 < d; k0 += kDimChunk) {
-            alignas(64) T g[kDimChunk][kLanes];
-            for (int64_t kk = 0; kk < kDimChunk; ++kk)
-              for (int64_t j = 0; j < kLanes; ++j) g[kk][j] = gct[(k0 + kk) * kLanes + j];
-            for (int64_t i = 0; i < kRows; ++i) {
-              const T* ai = a + i * dp + k0;
-              for (int64_t kk = 0; kk < kDimChunk; ++kk) {
-                const T aik = ai[kk];
-#pragma omp simd
-                for (int64_t j = 0; j < kLanes; ++j) g[kk][j] += aik * w[i][j];
-              }
-            }
-            for (int64_t kk = 0; kk < kDimChunk; ++kk)
-              for (int64_t j = 0; j < kLanes; ++j) gct[(k0 + kk) * kLanes + j] = g[kk][j];
-          }
-        }
-        for (int64_t j = 0; j < kLanes && n0 + j < M; ++j) {
-          const int64_t col = n0 + j;
-          T* out = grad_candidates + col * d;
-          for (int64_t k = 0; k < d; ++k) out[k] = gct[k * kLanes + j];
-          for (int64_t q = start[col]; q < start[col + 1]; ++q) {
-            const int64_t row = by_positive[q];
-            const T* ai = pb.anchors.row(row);
-            for (int64_t k = 0; k < d; ++k) out[k] -= grad_loss[row] * ai[k];
-          }
-          if (pb.normalize) normalize_backward(c_raw + col * d, pb.candidates.inv_norm[col], d, out);
-        }
+#pragma omp parallel for schedule(static) if (pb.parallel())
+    for (int64_t j = 0; j < M; ++j) {
+      T* out = grad_candidates + j * d;
+      for (int64_t k = 0; k < d; ++k) out[k] = acc[j * dp + k];
+      for (int64_t q = start[j]; q < start[j + 1]; ++q) {
+        const int64_t i = by_positive[q];
+        const T* ai = pb.anchors.row(i);
+        for (int64_t k = 0; k < d; ++k) out[k] -= grad_loss[i] * ai[k];
       }
+      if (pb.normalize) normalize_backward(c_raw + j * d, pb.candidates.inv_norm[j], d, out);
     }
   }
 }
