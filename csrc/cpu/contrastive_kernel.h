@@ -12,10 +12,11 @@
 //
 // Nothing of size [B, M] is ever stored. The forward pass walks the candidates in register tiles
 // of kRows anchors x kLanes candidates and keeps an online log-sum-exp per row (a running max and
-// a per-lane running sum), so it writes one value per row. The backward pass recomputes the
-// tiles twice: once per block of anchors (their gradient: W @ C) and once per tile of candidates
-// (their gradient: W^T @ A), so each output row is owned by one thread: no atomics, no per-thread
-// [M, d] copies, deterministic results, extra memory O((B + M) d).
+// a per-lane running sum), so it writes one value per row. The backward pass recomputes each tile
+// once and feeds both gradients from it (W @ C for the anchors, W^T @ A for the candidates);
+// anchors and candidates are split into one group per thread and visited in a rotating schedule
+// so each accumulator row has a single writer at a time: no atomics, no per-thread [M, d]
+// copies, results deterministic for a given thread count, extra memory O((B + M) d).
 //
 // Dot products use a tile-wise transposed copy of the candidates: the inner loop is one
 // broadcast of a_i[k] and one contiguous vector load per FMA row, which the compiler turns into
@@ -47,6 +48,10 @@ constexpr int64_t kLanes = 32;  // candidates per register tile: 2 AVX-512 float
 constexpr int64_t kVec = 32;    // width of the gradient accumulators (2 vectors); d is padded to it
 constexpr int64_t kRowPad = 32;  // rows padded so either input can be the tile's rows or lanes
 constexpr int64_t kParallelWork = 1 << 18;  // below this many multiply-adds a loop runs serially
+// Row blocks that share one sweep over the other side: each lane tile is read once per
+// kPanel * kRows rows while it is in L1/L2, instead of once per block from memory (at
+// B = 16384, d = 128 the other side is 16 MB: streaming it per block of 8 rows was 3x slower).
+constexpr int64_t kPanel = 8;
 constexpr double kNormEps = 1e-12;  // as torch.nn.functional.normalize
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
@@ -187,50 +192,58 @@ struct Problem {
 template <typename T>
 void forward(const Problem<T>& pb, T* loss, T* lse) {
   const int64_t blocks = round_up(pb.B, kRows) / kRows, m_pad = pb.m_pad();
-  const int64_t dp = pb.anchors.dim_pad;
+  const int64_t dp = pb.anchors.dim_pad, panels = (blocks + kPanel - 1) / kPanel;
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
 #pragma omp parallel for schedule(static) if (pb.parallel())
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t i0 = blk * kRows;
-    const T* a = pb.anchors.row(i0);
-    const int64_t* excl = pb.exclude.data() + i0;
-    T run_max[kRows];
-    alignas(64) T run_sum[kRows][kLanes];
-    for (int64_t i = 0; i < kRows; ++i) {
-      run_max[i] = -std::numeric_limits<T>::infinity();
-      for (int64_t j = 0; j < kLanes; ++j) run_sum[i][j] = T(0);
-    }
-    for (int64_t n0 = 0; n0 < m_pad; n0 += kLanes) {
-      alignas(64) T acc[kRows][kLanes];
-      dot_tile(a, dp, pb.ct(n0), pb.d, acc);
-      mask_tile(n0, pb.M, excl, acc);
+  for (int64_t panel = 0; panel < panels; ++panel) {
+    const int64_t first = panel * kPanel, count = std::min(kPanel, blocks - first);
+    // Online log-sum-exp state of the panel's rows: a running max per row, a sum per lane.
+    T run_max[kPanel][kRows];
+    alignas(64) T run_sum[kPanel][kRows][kLanes];
+    for (int64_t b = 0; b < kPanel; ++b)
       for (int64_t i = 0; i < kRows; ++i) {
-        T tile_max = -std::numeric_limits<T>::infinity();
+        run_max[b][i] = kNegInf;
+        for (int64_t j = 0; j < kLanes; ++j) run_sum[b][i][j] = T(0);
+      }
+    for (int64_t n0 = 0; n0 < m_pad; n0 += kLanes) {
+      for (int64_t b = 0; b < count; ++b) {
+        const int64_t i0 = (first + b) * kRows;
+        alignas(64) T acc[kRows][kLanes];
+        dot_tile(pb.anchors.row(i0), dp, pb.ct(n0), pb.d, acc);
+        mask_tile(n0, pb.M, pb.exclude.data() + i0, acc);
+        for (int64_t i = 0; i < kRows; ++i) {
+          T tile_max = kNegInf;
 #pragma omp simd reduction(max : tile_max)
-        for (int64_t j = 0; j < kLanes; ++j) tile_max = std::max(tile_max, acc[i][j]);
-        if (tile_max == -std::numeric_limits<T>::infinity()) continue;  // all masked
-        if (tile_max > run_max[i]) {
-          // Rescale the running sums to the new max (exp(-inf) = 0 on the first tile).
-          const T factor = exp_approx(run_max[i] - tile_max);
+          for (int64_t j = 0; j < kLanes; ++j) tile_max = std::max(tile_max, acc[i][j]);
+          if (tile_max == kNegInf) continue;  // all masked
+          T* sum = run_sum[b][i];
+          if (tile_max > run_max[b][i]) {
+            // Rescale the running sums to the new max (exp(-inf) = 0 on the first tile).
+            const T factor = exp_approx(run_max[b][i] - tile_max);
 #pragma omp simd
-          for (int64_t j = 0; j < kLanes; ++j) run_sum[i][j] *= factor;
-          run_max[i] = tile_max;
+            for (int64_t j = 0; j < kLanes; ++j) sum[j] *= factor;
+            run_max[b][i] = tile_max;
+          }
+          const T m = run_max[b][i];
+#pragma omp simd
+          for (int64_t j = 0; j < kLanes; ++j) sum[j] += exp_approx(acc[i][j] - m);
         }
-        const T m = run_max[i];
-#pragma omp simd
-        for (int64_t j = 0; j < kLanes; ++j) run_sum[i][j] += exp_approx(acc[i][j] - m);
       }
     }
-    for (int64_t i = 0; i < kRows && i0 + i < pb.B; ++i) {
-      T total = 0;
-      for (int64_t j = 0; j < kLanes; ++j) total += run_sum[i][j];
-      const T row_lse = run_max[i] + std::log(total);
-      const T* ai = pb.anchors.row(i0 + i);
-      const T* cp = pb.candidates.row(pb.positives[i0 + i]);
-      T positive_logit = 0;
-      for (int64_t k = 0; k < pb.d; ++k) positive_logit += ai[k] * cp[k];
-      lse[i0 + i] = row_lse;
-      loss[i0 + i] = row_lse - positive_logit;
-    }
+    for (int64_t b = 0; b < count; ++b)
+      for (int64_t i = 0; i < kRows; ++i) {
+        const int64_t row = (first + b) * kRows + i;
+        if (row >= pb.B) break;
+        T total = 0;
+        for (int64_t j = 0; j < kLanes; ++j) total += run_sum[b][i][j];
+        const T row_lse = run_max[b][i] + std::log(total);
+        const T* ai = pb.anchors.row(row);
+        const T* cp = pb.candidates.row(pb.positives[row]);
+        T positive_logit = 0;
+        for (int64_t k = 0; k < pb.d; ++k) positive_logit += ai[k] * cp[k];
+        lse[row] = row_lse;
+        loss[row] = row_lse - positive_logit;
+      }
   }
 }
 
@@ -261,39 +274,92 @@ struct RowTerms {
   }
 };
 
-// One gradient pass: for every block of kRows row-side vectors, walk all lane-side tiles,
-// recompute the logit tile, turn it into weights (`weights(r0, l0, tile)`, in place) and
-// accumulate out[r] += sum_l w[r][l] * lane_rows[l]. `out` is [rows_pad][dp], zeroed here.
-template <typename T, typename Weights>
-void gradient_pass(const PackedRows<T>& row_side, const PackedRows<T>& lane_side,
-                   const T* lanes_t, Weights weights, bool parallel, std::vector<T>& out) {
-  const int64_t dp = row_side.dim_pad, d = row_side.dim, lanes_pad = lane_side.rows_pad;
-  const int64_t blocks = round_up(row_side.rows, kRows) / kRows;
-  out.assign(static_cast<size_t>(row_side.rows_pad * dp), T(0));
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t r0 = blk * kRows;
-    T* acc_rows = out.data() + r0 * dp;
-    for (int64_t l0 = 0; l0 < lanes_pad; l0 += kLanes) {
-      alignas(64) T w[kRows][kLanes];
-      dot_tile(row_side.row(r0), dp, lanes_t + l0 * d, d, w);
-      weights(r0, l0, w);
-      // acc[r] += sum_l w[r][l] * lane_l, kVec columns at a time held in registers.
-      for (int64_t k0 = 0; k0 < dp; k0 += kVec) {
-        alignas(64) T g[kRows][kVec];
-        for (int64_t r = 0; r < kRows; ++r)
-          for (int64_t v = 0; v < kVec; ++v) g[r][v] = acc_rows[r * dp + k0 + v];
-        for (int64_t l = 0; l < kLanes; ++l) {
-          const T* lane = lane_side.row(l0 + l) + k0;
-          for (int64_t r = 0; r < kRows; ++r) {
-            const T wrl = w[r][l];
+// acc[r] += sum_l w[r][l] * lanes[l] for a tile: rows of acc at stride dp, lanes row-major at
+// stride dp; kVec columns at a time in registers.
+template <typename T>
+inline void accumulate_rows(const T (&w)[kRows][kLanes], const T* lanes, int64_t dp, T* acc) {
+  for (int64_t k0 = 0; k0 < dp; k0 += kVec) {
+    alignas(64) T g[kRows][kVec];
+    for (int64_t r = 0; r < kRows; ++r)
+      for (int64_t v = 0; v < kVec; ++v) g[r][v] = acc[r * dp + k0 + v];
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const T* lane = lanes + l * dp + k0;
+      for (int64_t r = 0; r < kRows; ++r) {
+        const T wrl = w[r][l];
 #pragma omp simd
-            for (int64_t v = 0; v < kVec; ++v) g[r][v] += wrl * lane[v];
+        for (int64_t v = 0; v < kVec; ++v) g[r][v] += wrl * lane[v];
+      }
+    }
+    for (int64_t r = 0; r < kRows; ++r)
+      for (int64_t v = 0; v < kVec; ++v) acc[r * dp + k0 + v] = g[r][v];
+  }
+}
+
+// acc[l] += sum_r w[r][l] * rows[r] (the transposed tile): the kRows rows' kVec columns stay
+// in registers while each lane's accumulator is read, updated and written once.
+template <typename T>
+inline void accumulate_lanes(const T (&w)[kRows][kLanes], const T* rows, int64_t dp, T* acc) {
+  for (int64_t k0 = 0; k0 < dp; k0 += kVec) {
+    alignas(64) T a[kRows][kVec];
+    for (int64_t r = 0; r < kRows; ++r)
+      for (int64_t v = 0; v < kVec; ++v) a[r][v] = rows[r * dp + k0 + v];
+    for (int64_t l = 0; l < kLanes; ++l) {
+      alignas(64) T g[kVec];
+      for (int64_t v = 0; v < kVec; ++v) g[v] = acc[l * dp + k0 + v];
+      for (int64_t r = 0; r < kRows; ++r) {
+        const T wrl = w[r][l];
+#pragma omp simd
+        for (int64_t v = 0; v < kVec; ++v) g[v] += wrl * a[r][v];
+      }
+      for (int64_t v = 0; v < kVec; ++v) acc[l * dp + k0 + v] = g[v];
+    }
+  }
+}
+
+// Both gradients from one recomputation of each logit tile: W_ij = coef_i exp(s_ij - lse_i)
+// (masked), acc_a[i] += sum_j W_ij c_j and acc_c[j] += sum_i W_ij a_i (a carries 1/tau).
+// Ownership without atomics: anchors and candidates are split into as many groups as threads;
+// in step s thread t works on anchor group t against candidate group (t + s) mod T, so every
+// accumulator row has one writer per step; a barrier separates the steps.
+template <typename T>
+void gradient_sums(const Problem<T>& pb, const RowTerms<T>& rt, bool want_a, bool want_c,
+                   std::vector<T>& acc_a, std::vector<T>& acc_c) {
+  const int64_t dp = pb.anchors.dim_pad, d = pb.d, M = pb.M;
+  const int64_t blocks = round_up(pb.B, kRows) / kRows, tiles = pb.m_pad() / kLanes;
+  acc_a.assign(want_a ? static_cast<size_t>(pb.anchors.rows_pad * dp) : 0, T(0));
+  acc_c.assign(want_c ? static_cast<size_t>(pb.candidates.rows_pad * dp) : 0, T(0));
+#pragma omp parallel if (pb.parallel())
+  {
+#ifdef _OPENMP
+    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+    const int64_t threads = 1, t = 0;
+#endif
+    const int64_t block_begin = blocks * t / threads, block_end = blocks * (t + 1) / threads;
+    for (int64_t step = 0; step < threads; ++step) {
+      const int64_t group = (t + step) % threads;
+      const int64_t tile_begin = tiles * group / threads, tile_end = tiles * (group + 1) / threads;
+      // Panels of kPanel row blocks share each candidate tile while it is in cache.
+      for (int64_t p0 = block_begin; p0 < block_end; p0 += kPanel) {
+        const int64_t p1 = std::min(p0 + kPanel, block_end);
+        for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+          const int64_t n0 = tile * kLanes;
+          for (int64_t blk = p0; blk < p1; ++blk) {
+            const int64_t i0 = blk * kRows;
+            alignas(64) T w[kRows][kLanes];
+            dot_tile(pb.anchors.row(i0), dp, pb.ct(n0), d, w);
+            mask_tile(n0, M, pb.exclude.data() + i0, w);
+            for (int64_t i = 0; i < kRows; ++i) {
+              const T c = rt.coef[i0 + i], l = rt.lse[i0 + i];
+#pragma omp simd
+              for (int64_t j = 0; j < kLanes; ++j) w[i][j] = c * exp_approx(w[i][j] - l);
+            }
+            if (want_a) accumulate_rows(w, pb.candidates.row(n0), dp, acc_a.data() + i0 * dp);
+            if (want_c) accumulate_lanes(w, pb.anchors.row(i0), dp, acc_c.data() + n0 * dp);
           }
         }
-        for (int64_t r = 0; r < kRows; ++r)
-          for (int64_t v = 0; v < kVec; ++v) acc_rows[r * dp + k0 + v] = g[r][v];
       }
+#pragma omp barrier
     }
   }
 }
@@ -306,46 +372,23 @@ void backward(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const
   const int64_t B = pb.B, M = pb.M, d = pb.d, dp = pb.anchors.dim_pad;
   const T inv_tau = T(1) / pb.temperature;
   const RowTerms<T> rt(pb, grad_loss, grad_lse, lse);
-  std::vector<T> acc;
+  std::vector<T> acc_a, acc_c;
+  gradient_sums(pb, rt, grad_anchors != nullptr, grad_candidates != nullptr, acc_a, acc_c);
 
   if (grad_anchors) {
-    // Rows = anchors, lanes = candidates: W[i][j] = coef_i exp(s_ij - lse_i), masked.
-    auto weights = [&](int64_t i0, int64_t n0, T (&w)[kRows][kLanes]) {
-      mask_tile(n0, M, pb.exclude.data() + i0, w);
-      for (int64_t i = 0; i < kRows; ++i) {
-        const T c = rt.coef[i0 + i], l = rt.lse[i0 + i];
-#pragma omp simd
-        for (int64_t j = 0; j < kLanes; ++j) w[i][j] = c * exp_approx(w[i][j] - l);
-      }
-    };
-    gradient_pass(pb.anchors, pb.candidates, pb.candidates_t.data(), weights, pb.parallel(), acc);
+    // dL/da_i = (sum_j W_ij c_j - g_i c_{p_i}) / tau, then the normalization's Jacobian.
 #pragma omp parallel for schedule(static) if (pb.parallel())
     for (int64_t i = 0; i < B; ++i) {
       const T* cp = pb.candidates.row(pb.positives[i]);
       T* out = grad_anchors + i * d;
-      for (int64_t k = 0; k < d; ++k) out[k] = (acc[i * dp + k] - grad_loss[i] * cp[k]) * inv_tau;
+      for (int64_t k = 0; k < d; ++k) out[k] = (acc_a[i * dp + k] - grad_loss[i] * cp[k]) * inv_tau;
       if (pb.normalize) normalize_backward(a_raw + i * d, pb.anchors.inv_norm[i], d, out);
     }
   }
 
   if (grad_candidates) {
-    // Rows = candidates, lanes = anchors (which carry 1/tau): W[j][i] = coef_i exp(s_ij - lse_i),
-    // 0 where i is padding or excludes j. The per-anchor terms vary along the lanes.
-    const std::vector<T> anchors_t = transpose_tiles(pb.anchors);
-    auto weights = [&](int64_t j0, int64_t i0, T (&w)[kRows][kLanes]) {
-      const T* coef = rt.coef.data() + i0;
-      const T* l = rt.lse.data() + i0;
-      const int64_t* excl = pb.exclude.data() + i0;
-      for (int64_t r = 0; r < kRows; ++r) {
-        const int64_t j = j0 + r;
-#pragma omp simd
-        for (int64_t i = 0; i < kLanes; ++i)
-          w[r][i] = excl[i] == j ? T(0) : coef[i] * exp_approx(w[r][i] - l[i]);
-      }
-    };
-    gradient_pass(pb.candidates, pb.anchors, anchors_t.data(), weights, pb.parallel(), acc);
-    // Rows grouped by their positive (counting sort), so candidate j's owner can subtract
-    // sum_{i: p_i = j} g_i a_i / tau without atomics.
+    // dL/dc_j = sum_i W_ij a_i / tau - sum_{i: p_i = j} g_i a_i / tau (the packed anchors carry
+    // 1/tau). Rows grouped by their positive (counting sort) so each j has one writer.
     std::vector<int64_t> start(static_cast<size_t>(M + 1), 0), by_positive(static_cast<size_t>(B));
     for (int64_t i = 0; i < B; ++i) ++start[pb.positives[i] + 1];
     for (int64_t j = 0; j < M; ++j) start[j + 1] += start[j];
@@ -356,7 +399,7 @@ void backward(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const
 #pragma omp parallel for schedule(static) if (pb.parallel())
     for (int64_t j = 0; j < M; ++j) {
       T* out = grad_candidates + j * d;
-      for (int64_t k = 0; k < d; ++k) out[k] = acc[j * dp + k];
+      for (int64_t k = 0; k < d; ++k) out[k] = acc_c[j * dp + k];
       for (int64_t q = start[j]; q < start[j + 1]; ++q) {
         const int64_t i = by_positive[q];
         const T* ai = pb.anchors.row(i);
