@@ -260,15 +260,17 @@ inline void normalize_backward(const T* x, T inv, int64_t d, T* g) {
   for (int64_t k = 0; k < d; ++k) g[k] = (g[k] - x[k] * inv * ug) * inv;
 }
 
-// Per-anchor quantities of the backward pass, zero / -1 on padding rows (which then add nothing).
+// Per-anchor quantities of the backward pass, zero on padding rows (which then add nothing).
 template <typename T>
 struct RowTerms {
-  std::vector<T> coef, lse;  // coef_i = g_i + h_i
+  std::vector<T> coef, g, lse;  // coef_i = g_i + h_i
   RowTerms(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const T* row_lse)
       : coef(static_cast<size_t>(pb.anchors.rows_pad), T(0)),
+        g(static_cast<size_t>(pb.anchors.rows_pad), T(0)),
         lse(static_cast<size_t>(pb.anchors.rows_pad), T(0)) {
     for (int64_t i = 0; i < pb.B; ++i) {
       coef[i] = grad_loss[i] + (grad_lse ? grad_lse[i] : T(0));
+      g[i] = grad_loss[i];
       lse[i] = row_lse[i];
     }
   }
@@ -316,8 +318,11 @@ inline void accumulate_lanes(const T (&w)[kRows][kLanes], const T* rows, int64_t
   }
 }
 
-// Both gradients from one recomputation of each logit tile: W_ij = coef_i exp(s_ij - lse_i)
-// (masked), acc_a[i] += sum_j W_ij c_j and acc_c[j] += sum_i W_ij a_i (a carries 1/tau).
+// Both gradients from one recomputation of each logit tile:
+// W_ij = coef_i exp(s_ij - lse_i) - g_i [j = p_i] (0 where masked), acc_a[i] += sum_j W_ij c_j
+// and acc_c[j] += sum_i W_ij a_i (a carries 1/tau). The positive's -g_i enters W itself, as in
+// (softmax - onehot): added apart, it would cancel against a softmax weight near 1 after
+// both were multiplied up, losing float32 digits (seen at tau = 0.05).
 // Ownership without atomics: anchors and candidates are split into as many groups as threads;
 // in step s thread t works on anchor group t against candidate group (t + s) mod T, so every
 // accumulator row has one writer per step; a barrier separates the steps.
@@ -353,6 +358,8 @@ void gradient_sums(const Problem<T>& pb, const RowTerms<T>& rt, bool want_a, boo
               const T c = rt.coef[i0 + i], l = rt.lse[i0 + i];
 #pragma omp simd
               for (int64_t j = 0; j < kLanes; ++j) w[i][j] = c * exp_approx(w[i][j] - l);
+              const int64_t pj = pb.positives[i0 + i] - n0;
+              if (pj >= 0 && pj < kLanes) w[i][pj] -= rt.g[i0 + i];
             }
             if (want_a) accumulate_rows(w, pb.candidates.row(n0), dp, acc_a.data() + i0 * dp);
             if (want_c) accumulate_lanes(w, pb.anchors.row(i0), dp, acc_c.data() + n0 * dp);
@@ -376,35 +383,21 @@ void backward(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const
   gradient_sums(pb, rt, grad_anchors != nullptr, grad_candidates != nullptr, acc_a, acc_c);
 
   if (grad_anchors) {
-    // dL/da_i = (sum_j W_ij c_j - g_i c_{p_i}) / tau, then the normalization's Jacobian.
+    // dL/da_i = sum_j W_ij c_j / tau, then the normalization's Jacobian.
 #pragma omp parallel for schedule(static) if (pb.parallel())
     for (int64_t i = 0; i < B; ++i) {
-      const T* cp = pb.candidates.row(pb.positives[i]);
       T* out = grad_anchors + i * d;
-      for (int64_t k = 0; k < d; ++k) out[k] = (acc_a[i * dp + k] - grad_loss[i] * cp[k]) * inv_tau;
+      for (int64_t k = 0; k < d; ++k) out[k] = acc_a[i * dp + k] * inv_tau;
       if (pb.normalize) normalize_backward(a_raw + i * d, pb.anchors.inv_norm[i], d, out);
     }
   }
 
   if (grad_candidates) {
-    // dL/dc_j = sum_i W_ij a_i / tau - sum_{i: p_i = j} g_i a_i / tau (the packed anchors carry
-    // 1/tau). Rows grouped by their positive (counting sort) so each j has one writer.
-    std::vector<int64_t> start(static_cast<size_t>(M + 1), 0), by_positive(static_cast<size_t>(B));
-    for (int64_t i = 0; i < B; ++i) ++start[pb.positives[i] + 1];
-    for (int64_t j = 0; j < M; ++j) start[j + 1] += start[j];
-    {
-      std::vector<int64_t> fill(start.begin(), start.end() - 1);
-      for (int64_t i = 0; i < B; ++i) by_positive[fill[pb.positives[i]]++] = i;
-    }
+    // dL/dc_j = sum_i W_ij a_i / tau (the packed anchors carry 1/tau), then the Jacobian.
 #pragma omp parallel for schedule(static) if (pb.parallel())
     for (int64_t j = 0; j < M; ++j) {
       T* out = grad_candidates + j * d;
       for (int64_t k = 0; k < d; ++k) out[k] = acc_c[j * dp + k];
-      for (int64_t q = start[j]; q < start[j + 1]; ++q) {
-        const int64_t i = by_positive[q];
-        const T* ai = pb.anchors.row(i);
-        for (int64_t k = 0; k < d; ++k) out[k] -= grad_loss[i] * ai[k];
-      }
       if (pb.normalize) normalize_backward(c_raw + j * d, pb.candidates.inv_norm[j], d, out);
     }
   }
