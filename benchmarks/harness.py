@@ -53,6 +53,8 @@ class Case:
     device: str = "cpu"
     reference: bool = False
     note: str = ""
+    repeat: Optional[int] = None  # overrides run_cases' repeat/warmup (e.g. one call at huge sizes)
+    warmup: Optional[int] = None
 
     @property
     def group(self) -> tuple:
@@ -183,7 +185,8 @@ def run_cases(name: str, cases: list[Case], warmup: int = 2, repeat: int = 7, mi
     """Run every case, fill in ratios to the reference, write csv/md/png under ``out_dir``."""
     rows = []
     for case in cases:
-        row = run_case(case, warmup, repeat, min_seconds)
+        row = run_case(case, warmup if case.warmup is None else case.warmup,
+                       repeat if case.repeat is None else case.repeat, min_seconds)
         row["_group"], row["_reference"] = case.group, case.reference
         rows.append(row)
         if verbose:

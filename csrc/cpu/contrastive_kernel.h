@@ -12,10 +12,11 @@
 //
 // Nothing of size [B, M] is ever stored. The forward pass walks the candidates in register tiles
 // of kRows anchors x kLanes candidates and keeps an online log-sum-exp per row (a running max and
-// a per-lane running sum), so it writes one value per row. The backward pass recomputes the
-// tiles twice: once per block of anchors (their gradient: W @ C) and once per tile of candidates
-// (their gradient: W^T @ A), so each output row is owned by one thread: no atomics, no per-thread
-// [M, d] copies, deterministic results, extra memory O((B + M) d).
+// a per-lane running sum), so it writes one value per row. The backward pass recomputes each tile
+// once and feeds both gradients from it (W @ C for the anchors, W^T @ A for the candidates);
+// anchors and candidates are split into one group per thread and visited in a rotating schedule
+// so each accumulator row has a single writer at a time: no atomics, no per-thread [M, d]
+// copies, results deterministic for a given thread count, extra memory O((B + M) d).
 //
 // Dot products use a tile-wise transposed copy of the candidates: the inner loop is one
 // broadcast of a_i[k] and one contiguous vector load per FMA row, which the compiler turns into
@@ -44,7 +45,13 @@ namespace contrastive {
 
 constexpr int64_t kRows = 8;    // anchors per register tile
 constexpr int64_t kLanes = 32;  // candidates per register tile: 2 AVX-512 float vectors
-constexpr int64_t kVec = 16;    // width of the gradient accumulators; the padded d is a multiple
+constexpr int64_t kVec = 32;    // width of the gradient accumulators (2 vectors); d is padded to it
+constexpr int64_t kRowPad = 32;  // rows padded so either input can be the tile's rows or lanes
+constexpr int64_t kParallelWork = 1 << 18;  // below this many multiply-adds a loop runs serially
+// Row blocks that share one sweep over the other side: each lane tile is read once per
+// kPanel * kRows rows while it is in L1/L2, instead of once per block from memory (at
+// B = 16384, d = 128 the other side is 16 MB: streaming it per block of 8 rows was 3x slower).
+constexpr int64_t kPanel = 8;
 constexpr double kNormEps = 1e-12;  // as torch.nn.functional.normalize
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
@@ -87,7 +94,7 @@ struct PackedRows {
       : rows(n), rows_pad(round_up(std::max<int64_t>(n, 1), row_multiple)), dim(d),
         dim_pad(round_up(std::max<int64_t>(d, 1), kVec)),
         data(static_cast<size_t>(rows_pad * dim_pad), T(0)), inv_norm(static_cast<size_t>(n), T(1)) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * d >= kParallelWork)
     for (int64_t r = 0; r < n; ++r) {
       const T* src = x + r * d;
       T factor = scale;
@@ -111,7 +118,7 @@ template <typename T>
 std::vector<T> transpose_tiles(const PackedRows<T>& c) {
   const int64_t tiles = c.rows_pad / kLanes;
   std::vector<T> t(static_cast<size_t>(c.rows_pad * c.dim), T(0));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (c.rows * c.dim >= kParallelWork)
   for (int64_t tile = 0; tile < tiles; ++tile)
     for (int64_t j = tile * kLanes; j < std::min(c.rows, (tile + 1) * kLanes); ++j)
       for (int64_t k = 0; k < c.dim; ++k)
@@ -150,6 +157,9 @@ inline void mask_tile(int64_t n0, int64_t M, const int64_t* exclude_rows, T (&ac
 }
 
 // One call's inputs, packed once. Anchors carry the 1/tau factor, so a tile is already s_ij.
+// Both sides are also kept tile-transposed: the forward pass and the anchors' gradient use the
+// candidates as tile lanes, the candidates' gradient uses the anchors as tile lanes (so every
+// pass has the same fast shape: broadcast rows, vector lanes, row-owned outputs).
 template <typename T>
 struct Problem {
   int64_t B, M, d;
@@ -163,8 +173,8 @@ struct Problem {
   Problem(const T* a, const T* c, int64_t B_, int64_t M_, int64_t d_, const int64_t* pos,
           const int64_t* excl, T tau, bool norm)
       : B(B_), M(M_), d(d_), temperature(tau), normalize(norm),
-        anchors(a, B_, d_, kRows, norm, T(1) / tau),
-        candidates(c, M_, d_, kLanes, norm, T(1)),
+        anchors(a, B_, d_, kRowPad, norm, T(1) / tau),
+        candidates(c, M_, d_, kRowPad, norm, T(1)),
         candidates_t(transpose_tiles(candidates)),
         positives(static_cast<size_t>(anchors.rows_pad), 0),
         exclude(static_cast<size_t>(anchors.rows_pad), -1) {
@@ -175,66 +185,65 @@ struct Problem {
   }
   int64_t m_pad() const { return candidates.rows_pad; }
   const T* ct(int64_t n0) const { return candidates_t.data() + n0 * d; }  // tile at column n0
+  bool parallel() const { return B * M * d >= kParallelWork; }
 };
 
 // loss [B] and lse [B].
 template <typename T>
 void forward(const Problem<T>& pb, T* loss, T* lse) {
   const int64_t blocks = round_up(pb.B, kRows) / kRows, m_pad = pb.m_pad();
-  const int64_t dp = pb.anchors.dim_pad;
-#pragma omp parallel for schedule(static)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t i0 = blk * kRows;
-    const T* a = pb.anchors.row(i0);
-    const int64_t* excl = pb.exclude.data() + i0;
-    T run_max[kRows];
-    alignas(64) T run_sum[kRows][kLanes];
-    for (int64_t i = 0; i < kRows; ++i) {
-      run_max[i] = -std::numeric_limits<T>::infinity();
-      for (int64_t j = 0; j < kLanes; ++j) run_sum[i][j] = T(0);
-    }
-    for (int64_t n0 = 0; n0 < m_pad; n0 += kLanes) {
-      alignas(64) T acc[kRows][kLanes];
-      dot_tile(a, dp, pb.ct(n0), pb.d, acc);
-      mask_tile(n0, pb.M, excl, acc);
+  const int64_t dp = pb.anchors.dim_pad, panels = (blocks + kPanel - 1) / kPanel;
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+#pragma omp parallel for schedule(static) if (pb.parallel())
+  for (int64_t panel = 0; panel < panels; ++panel) {
+    const int64_t first = panel * kPanel, count = std::min(kPanel, blocks - first);
+    // Online log-sum-exp state of the panel's rows: a running max per row, a sum per lane.
+    T run_max[kPanel][kRows];
+    alignas(64) T run_sum[kPanel][kRows][kLanes];
+    for (int64_t b = 0; b < kPanel; ++b)
       for (int64_t i = 0; i < kRows; ++i) {
-        T tile_max = -std::numeric_limits<T>::infinity();
+        run_max[b][i] = kNegInf;
+        for (int64_t j = 0; j < kLanes; ++j) run_sum[b][i][j] = T(0);
+      }
+    for (int64_t n0 = 0; n0 < m_pad; n0 += kLanes) {
+      for (int64_t b = 0; b < count; ++b) {
+        const int64_t i0 = (first + b) * kRows;
+        alignas(64) T acc[kRows][kLanes];
+        dot_tile(pb.anchors.row(i0), dp, pb.ct(n0), pb.d, acc);
+        mask_tile(n0, pb.M, pb.exclude.data() + i0, acc);
+        for (int64_t i = 0; i < kRows; ++i) {
+          T tile_max = kNegInf;
 #pragma omp simd reduction(max : tile_max)
-        for (int64_t j = 0; j < kLanes; ++j) tile_max = std::max(tile_max, acc[i][j]);
-        if (tile_max == -std::numeric_limits<T>::infinity()) continue;  // all masked
-        if (tile_max > run_max[i]) {
-          // Rescale the running sums to the new max (exp(-inf) = 0 on the first tile).
-          const T factor = exp_approx(run_max[i] - tile_max);
+          for (int64_t j = 0; j < kLanes; ++j) tile_max = std::max(tile_max, acc[i][j]);
+          if (tile_max == kNegInf) continue;  // all masked
+          T* sum = run_sum[b][i];
+          if (tile_max > run_max[b][i]) {
+            // Rescale the running sums to the new max (exp(-inf) = 0 on the first tile).
+            const T factor = exp_approx(run_max[b][i] - tile_max);
 #pragma omp simd
-          for (int64_t j = 0; j < kLanes; ++j) run_sum[i][j] *= factor;
-          run_max[i] = tile_max;
+            for (int64_t j = 0; j < kLanes; ++j) sum[j] *= factor;
+            run_max[b][i] = tile_max;
+          }
+          const T m = run_max[b][i];
+#pragma omp simd
+          for (int64_t j = 0; j < kLanes; ++j) sum[j] += exp_approx(acc[i][j] - m);
         }
-        const T m = run_max[i];
-#pragma omp simd
-        for (int64_t j = 0; j < kLanes; ++j) run_sum[i][j] += exp_approx(acc[i][j] - m);
       }
     }
-    for (int64_t i = 0; i < kRows && i0 + i < pb.B; ++i) {
-      T total = 0;
-      for (int64_t j = 0; j < kLanes; ++j) total += run_sum[i][j];
-      const T row_lse = run_max[i] + std::log(total);
-      const T* ai = pb.anchors.row(i0 + i);
-      const T* cp = pb.candidates.row(pb.positives[i0 + i]);
-      T positive_logit = 0;
-      for (int64_t k = 0; k < pb.d; ++k) positive_logit += ai[k] * cp[k];
-      lse[i0 + i] = row_lse;
-      loss[i0 + i] = row_lse - positive_logit;
-    }
-  }
-}
-
-// W tile: W_ij = coef_i * exp(s_ij - lse_i), 0 where masked (the positive term is added apart).
-template <typename T>
-inline void softmax_weights(const T* coef, const T* lse, T (&acc)[kRows][kLanes]) {
-  for (int64_t i = 0; i < kRows; ++i) {
-    const T c = coef[i], l = lse[i];
-#pragma omp simd
-    for (int64_t j = 0; j < kLanes; ++j) acc[i][j] = c * exp_approx(acc[i][j] - l);
+    for (int64_t b = 0; b < count; ++b)
+      for (int64_t i = 0; i < kRows; ++i) {
+        const int64_t row = (first + b) * kRows + i;
+        if (row >= pb.B) break;
+        T total = 0;
+        for (int64_t j = 0; j < kLanes; ++j) total += run_sum[b][i][j];
+        const T row_lse = run_max[b][i] + std::log(total);
+        const T* ai = pb.anchors.row(row);
+        const T* cp = pb.candidates.row(pb.positives[row]);
+        T positive_logit = 0;
+        for (int64_t k = 0; k < pb.d; ++k) positive_logit += ai[k] * cp[k];
+        lse[row] = row_lse;
+        loss[row] = row_lse - positive_logit;
+      }
   }
 }
 
@@ -251,118 +260,145 @@ inline void normalize_backward(const T* x, T inv, int64_t d, T* g) {
   for (int64_t k = 0; k < d; ++k) g[k] = (g[k] - x[k] * inv * ug) * inv;
 }
 
+// Per-anchor quantities of the backward pass, zero on padding rows (which then add nothing).
+template <typename T>
+struct RowTerms {
+  std::vector<T> coef, g, lse;  // coef_i = g_i + h_i
+  RowTerms(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const T* row_lse)
+      : coef(static_cast<size_t>(pb.anchors.rows_pad), T(0)),
+        g(static_cast<size_t>(pb.anchors.rows_pad), T(0)),
+        lse(static_cast<size_t>(pb.anchors.rows_pad), T(0)) {
+    for (int64_t i = 0; i < pb.B; ++i) {
+      coef[i] = grad_loss[i] + (grad_lse ? grad_lse[i] : T(0));
+      g[i] = grad_loss[i];
+      lse[i] = row_lse[i];
+    }
+  }
+};
+
+// acc[r] += sum_l w[r][l] * lanes[l] for a tile: rows of acc at stride dp, lanes row-major at
+// stride dp; kVec columns at a time in registers.
+template <typename T>
+inline void accumulate_rows(const T (&w)[kRows][kLanes], const T* lanes, int64_t dp, T* acc) {
+  for (int64_t k0 = 0; k0 < dp; k0 += kVec) {
+    alignas(64) T g[kRows][kVec];
+    for (int64_t r = 0; r < kRows; ++r)
+      for (int64_t v = 0; v < kVec; ++v) g[r][v] = acc[r * dp + k0 + v];
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const T* lane = lanes + l * dp + k0;
+      for (int64_t r = 0; r < kRows; ++r) {
+        const T wrl = w[r][l];
+#pragma omp simd
+        for (int64_t v = 0; v < kVec; ++v) g[r][v] += wrl * lane[v];
+      }
+    }
+    for (int64_t r = 0; r < kRows; ++r)
+      for (int64_t v = 0; v < kVec; ++v) acc[r * dp + k0 + v] = g[r][v];
+  }
+}
+
+// acc[l] += sum_r w[r][l] * rows[r] (the transposed tile): the kRows rows' kVec columns stay
+// in registers while each lane's accumulator is read, updated and written once.
+template <typename T>
+inline void accumulate_lanes(const T (&w)[kRows][kLanes], const T* rows, int64_t dp, T* acc) {
+  for (int64_t k0 = 0; k0 < dp; k0 += kVec) {
+    alignas(64) T a[kRows][kVec];
+    for (int64_t r = 0; r < kRows; ++r)
+      for (int64_t v = 0; v < kVec; ++v) a[r][v] = rows[r * dp + k0 + v];
+    for (int64_t l = 0; l < kLanes; ++l) {
+      alignas(64) T g[kVec];
+      for (int64_t v = 0; v < kVec; ++v) g[v] = acc[l * dp + k0 + v];
+      for (int64_t r = 0; r < kRows; ++r) {
+        const T wrl = w[r][l];
+#pragma omp simd
+        for (int64_t v = 0; v < kVec; ++v) g[v] += wrl * a[r][v];
+      }
+      for (int64_t v = 0; v < kVec; ++v) acc[l * dp + k0 + v] = g[v];
+    }
+  }
+}
+
+// Both gradients from one recomputation of each logit tile:
+// W_ij = coef_i exp(s_ij - lse_i) - g_i [j = p_i] (0 where masked), acc_a[i] += sum_j W_ij c_j
+// and acc_c[j] += sum_i W_ij a_i (a carries 1/tau). The positive's -g_i enters W itself, as in
+// (softmax - onehot): added apart, it would cancel against a softmax weight near 1 after
+// both were multiplied up, losing float32 digits (seen at tau = 0.05).
+// Ownership without atomics: anchors and candidates are split into as many groups as threads;
+// in step s thread t works on anchor group t against candidate group (t + s) mod T, so every
+// accumulator row has one writer per step; a barrier separates the steps.
+template <typename T>
+void gradient_sums(const Problem<T>& pb, const RowTerms<T>& rt, bool want_a, bool want_c,
+                   std::vector<T>& acc_a, std::vector<T>& acc_c) {
+  const int64_t dp = pb.anchors.dim_pad, d = pb.d, M = pb.M;
+  const int64_t blocks = round_up(pb.B, kRows) / kRows, tiles = pb.m_pad() / kLanes;
+  acc_a.assign(want_a ? static_cast<size_t>(pb.anchors.rows_pad * dp) : 0, T(0));
+  acc_c.assign(want_c ? static_cast<size_t>(pb.candidates.rows_pad * dp) : 0, T(0));
+#pragma omp parallel if (pb.parallel())
+  {
+#ifdef _OPENMP
+    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+    const int64_t threads = 1, t = 0;
+#endif
+    const int64_t block_begin = blocks * t / threads, block_end = blocks * (t + 1) / threads;
+    for (int64_t step = 0; step < threads; ++step) {
+      const int64_t group = (t + step) % threads;
+      const int64_t tile_begin = tiles * group / threads, tile_end = tiles * (group + 1) / threads;
+      // Panels of kPanel row blocks share each candidate tile while it is in cache.
+      for (int64_t p0 = block_begin; p0 < block_end; p0 += kPanel) {
+        const int64_t p1 = std::min(p0 + kPanel, block_end);
+        for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+          const int64_t n0 = tile * kLanes;
+          for (int64_t blk = p0; blk < p1; ++blk) {
+            const int64_t i0 = blk * kRows;
+            alignas(64) T w[kRows][kLanes];
+            dot_tile(pb.anchors.row(i0), dp, pb.ct(n0), d, w);
+            mask_tile(n0, M, pb.exclude.data() + i0, w);
+            for (int64_t i = 0; i < kRows; ++i) {
+              const T c = rt.coef[i0 + i], l = rt.lse[i0 + i];
+#pragma omp simd
+              for (int64_t j = 0; j < kLanes; ++j) w[i][j] = c * exp_approx(w[i][j] - l);
+              const int64_t pj = pb.positives[i0 + i] - n0;
+              if (pj >= 0 && pj < kLanes) w[i][pj] -= rt.g[i0 + i];
+            }
+            if (want_a) accumulate_rows(w, pb.candidates.row(n0), dp, acc_a.data() + i0 * dp);
+            if (want_c) accumulate_lanes(w, pb.anchors.row(i0), dp, acc_c.data() + n0 * dp);
+          }
+        }
+      }
+#pragma omp barrier
+    }
+  }
+}
+
 // Gradients. grad_loss (g) and grad_lse (h, may be null) are [B]; a, c are the raw inputs the
 // Problem was packed from (for the normalization's Jacobian). Either output may be null.
 template <typename T>
 void backward(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const T* lse,
               const T* a_raw, const T* c_raw, T* grad_anchors, T* grad_candidates) {
-  const int64_t B = pb.B, M = pb.M, d = pb.d, m_pad = pb.m_pad();
-  const int64_t b_pad = pb.anchors.rows_pad, dp = pb.anchors.dim_pad;
+  const int64_t B = pb.B, M = pb.M, d = pb.d, dp = pb.anchors.dim_pad;
   const T inv_tau = T(1) / pb.temperature;
-  // Per-row coefficients, zero on padding rows so they contribute nothing.
-  std::vector<T> coef(static_cast<size_t>(b_pad), T(0)), row_lse(static_cast<size_t>(b_pad), T(0));
-  for (int64_t i = 0; i < B; ++i) {
-    coef[i] = grad_loss[i] + (grad_lse ? grad_lse[i] : T(0));
-    row_lse[i] = lse[i];
-  }
+  const RowTerms<T> rt(pb, grad_loss, grad_lse, lse);
+  std::vector<T> acc_a, acc_c;
+  gradient_sums(pb, rt, grad_anchors != nullptr, grad_candidates != nullptr, acc_a, acc_c);
 
   if (grad_anchors) {
-    const int64_t blocks = b_pad / kRows;
-#pragma omp parallel
-    {
-      std::vector<T> ga(static_cast<size_t>(kRows * dp));
-#pragma omp for schedule(static)
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t i0 = blk * kRows;
-        std::fill(ga.begin(), ga.end(), T(0));
-        for (int64_t n0 = 0; n0 < m_pad; n0 += kLanes) {
-          alignas(64) T w[kRows][kLanes];
-          dot_tile(pb.anchors.row(i0), dp, pb.ct(n0), d, w);
-          mask_tile(n0, M, pb.exclude.data() + i0, w);
-          softmax_weights(coef.data() + i0, row_lse.data() + i0, w);
-          // ga[i] += sum_j w[i][j] c_{n0+j}, in kVec-wide column chunks held in registers.
-          for (int64_t k0 = 0; k0 < dp; k0 += kVec) {
-            alignas(64) T g[kRows][kVec];
-            for (int64_t i = 0; i < kRows; ++i)
-              for (int64_t v = 0; v < kVec; ++v) g[i][v] = ga[i * dp + k0 + v];
-            for (int64_t j = 0; j < kLanes; ++j) {
-              const T* cj = pb.candidates.row(n0 + j) + k0;
-              for (int64_t i = 0; i < kRows; ++i) {
-                const T wij = w[i][j];
-#pragma omp simd
-                for (int64_t v = 0; v < kVec; ++v) g[i][v] += wij * cj[v];
-              }
-            }
-            for (int64_t i = 0; i < kRows; ++i)
-              for (int64_t v = 0; v < kVec; ++v) ga[i * dp + k0 + v] = g[i][v];
-          }
-        }
-        for (int64_t i = 0; i < kRows && i0 + i < B; ++i) {
-          const int64_t row = i0 + i;
-          const T* cp = pb.candidates.row(pb.positives[row]);
-          T* out = grad_anchors + row * d;
-          for (int64_t k = 0; k < d; ++k) out[k] = (ga[i * dp + k] - grad_loss[row] * cp[k]) * inv_tau;
-          if (pb.normalize) normalize_backward(a_raw + row * d, pb.anchors.inv_norm[row], d, out);
-        }
-      }
+    // dL/da_i = sum_j W_ij c_j / tau, then the normalization's Jacobian.
+#pragma omp parallel for schedule(static) if (pb.parallel())
+    for (int64_t i = 0; i < B; ++i) {
+      T* out = grad_anchors + i * d;
+      for (int64_t k = 0; k < d; ++k) out[k] = acc_a[i * dp + k] * inv_tau;
+      if (pb.normalize) normalize_backward(a_raw + i * d, pb.anchors.inv_norm[i], d, out);
     }
   }
 
   if (grad_candidates) {
-    // Rows grouped by their positive (counting sort), so the tile that owns candidate j can
-    // subtract sum_{i: p_i = j} g_i a_i / tau without atomics.
-    std::vector<int64_t> start(static_cast<size_t>(M + 1), 0), by_positive(static_cast<size_t>(B));
-    for (int64_t i = 0; i < B; ++i) ++start[pb.positives[i] + 1];
-    for (int64_t j = 0; j < M; ++j) start[j + 1] += start[j];
-    {
-      std::vector<int64_t> fill(start.begin(), start.end() - 1);
-      for (int64_t i = 0; i < B; ++i) by_positive[fill[pb.positives[i]]++] = i;
-    }
-    const int64_t tiles = m_pad / kLanes;
-#pragma omp parallel
-    {
-      std::vector<T> gct(static_cast<size_t>(dp * kLanes));  // [d_pad][kLanes], transposed
-      constexpr int64_t kDimChunk = 8;
-#pragma omp for schedule(static)
-      for (int64_t t = 0; t < tiles; ++t) {
-        const int64_t n0 = t * kLanes;
-        std::fill(gct.begin(), gct.end(), T(0));
-        for (int64_t i0 = 0; i0 < b_pad; i0 += kRows) {
-          alignas(64) T w[kRows][kLanes];
-          const T* a = pb.anchors.row(i0);
-          dot_tile(a, dp, pb.ct(n0), d, w);
-          mask_tile(n0, M, pb.exclude.data() + i0, w);
-          softmax_weights(coef.data() + i0, row_lse.data() + i0, w);
-          // gct[k][j] += sum_i a_i[k] w[i][j] (a already carries 1/tau), kDimChunk rows of k
-          // at a time in registers.
-          for (int64_t k0 = 0; k0 < d; k0 += kDimChunk) {
-            alignas(64) T g[kDimChunk][kLanes];
-            for (int64_t kk = 0; kk < kDimChunk; ++kk)
-              for (int64_t j = 0; j < kLanes; ++j) g[kk][j] = gct[(k0 + kk) * kLanes + j];
-            for (int64_t i = 0; i < kRows; ++i) {
-              const T* ai = a + i * dp + k0;
-              for (int64_t kk = 0; kk < kDimChunk; ++kk) {
-                const T aik = ai[kk];
-#pragma omp simd
-                for (int64_t j = 0; j < kLanes; ++j) g[kk][j] += aik * w[i][j];
-              }
-            }
-            for (int64_t kk = 0; kk < kDimChunk; ++kk)
-              for (int64_t j = 0; j < kLanes; ++j) gct[(k0 + kk) * kLanes + j] = g[kk][j];
-          }
-        }
-        for (int64_t j = 0; j < kLanes && n0 + j < M; ++j) {
-          const int64_t col = n0 + j;
-          T* out = grad_candidates + col * d;
-          for (int64_t k = 0; k < d; ++k) out[k] = gct[k * kLanes + j];
-          for (int64_t q = start[col]; q < start[col + 1]; ++q) {
-            const int64_t row = by_positive[q];
-            const T* ai = pb.anchors.row(row);
-            for (int64_t k = 0; k < d; ++k) out[k] -= grad_loss[row] * ai[k];
-          }
-          if (pb.normalize) normalize_backward(c_raw + col * d, pb.candidates.inv_norm[col], d, out);
-        }
-      }
+    // dL/dc_j = sum_i W_ij a_i / tau (the packed anchors carry 1/tau), then the Jacobian.
+#pragma omp parallel for schedule(static) if (pb.parallel())
+    for (int64_t j = 0; j < M; ++j) {
+      T* out = grad_candidates + j * d;
+      for (int64_t k = 0; k < d; ++k) out[k] = acc_c[j * dp + k];
+      if (pb.normalize) normalize_backward(c_raw + j * d, pb.candidates.inv_norm[j], d, out);
     }
   }
 }

@@ -5,6 +5,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import letter_fast as lf
 from letter_fast.ops import BackendUnavailable
@@ -217,6 +219,14 @@ def test_wrappers_match_the_paper_formulas():
         assert_close(loss, ref, what=f"L_div {backend}")
         # The codebook is trained through both the anchors and the candidates.
         assert_scaled(cb.grad, cb_ref.grad.double(), torch.float32, f"L_div codebook gradient {backend}")
+
+
+@settings(max_examples=30, deadline=None)
+@given(B=st.integers(0, 70), M=st.integers(2, 90), d=st.integers(1, 40), exclude=st.booleans(),
+       normalize=st.booleans(), temperature=st.floats(0.05, 5.0), seed=st.integers(0, 2**31 - 1))
+def test_property_random_shapes(B, M, d, exclude, normalize, temperature, seed):
+    for backend in [b for b in FAST_CPU_BACKENDS if b not in SMALL_ONLY]:
+        check_against_reference(backend, B, M, d, exclude, normalize, temperature, seed=seed)
 
 
 # ---------------------------------------------------------------- bad input
