@@ -256,7 +256,12 @@ def train_sasrec(
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"could not read checkpoint {ckpt_path} ({exc}); delete it or pass --no-resume") from exc
+        if not isinstance(state, dict) or state.get("format") != "letter_fast.sasrec.checkpoint/1":
+            raise ValueError(f"{ckpt_path} is not a letter_fast SASRec checkpoint; delete it or pass --no-resume")
         saved = state.get("config", {})
         mismatch = [k for k in _MODEL_KEYS if saved.get(k) != getattr(cfg, k)]
         if state.get("num_items") != num_items or mismatch:

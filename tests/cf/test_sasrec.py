@@ -105,6 +105,10 @@ def test_resume_is_exact(catalog, tmp_path):
     assert resumed.epochs_run == 4
     assert [e["loss"] for e in resumed.log] == [e["loss"] for e in full.log]
     assert torch.equal(resumed.embeddings, full.embeddings)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="could not read checkpoint"):
+        train_sasrec(catalog.histories, catalog.num_items, cfg, checkpoint=broken, progress=False)
     with pytest.raises(ValueError, match="other settings"):
         train_sasrec(catalog.histories, catalog.num_items, dataclasses.replace(cfg, dim=8), checkpoint=ckpt,
                      progress=False, log_fn=lambda s: None)
