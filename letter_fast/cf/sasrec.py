@@ -50,6 +50,8 @@ class SASRecConfig:
     attn_dropout: float = field(default=0.0, metadata={"help": "dropout rate on attention weights (the original "
                                                                "uses the main rate; 0 halves the attention cost)"})
     max_len: int = field(default=20, metadata={"help": "window / history length (the papers cut histories to 20)"})
+    loss: str = field(default="bce", metadata={"help": "bce: one sampled negative per position (the papers' "
+                                                       "baseline); ce: softmax cross-entropy over all items"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam L2 weight decay"})
     batch_size: int = field(default=256, metadata={"help": "training windows per step"})
@@ -76,6 +78,8 @@ class SASRecConfig:
             raise ValueError(f"SASRec config: num_heads ({self.num_heads}) must divide dim ({self.dim})")
         if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.attn_dropout < 1.0):
             raise ValueError(f"SASRec config: dropout rates must be in [0, 1), got {self.dropout}, {self.attn_dropout}")
+        if self.loss not in ("bce", "ce"):
+            raise ValueError(f"SASRec config: loss must be 'bce' or 'ce', got {self.loss!r}")
         if self.lr <= 0 or self.weight_decay < 0 or self.time_budget_min < 0:
             raise ValueError("SASRec config: lr must be > 0, weight_decay and time_budget_min >= 0")
         return self
@@ -173,6 +177,18 @@ class SASRec(nn.Module):
         loss = F.softplus(-pos_logit) + F.softplus(neg_logit)  # -log s(x) = softplus(-x), -log(1 - s(x)) = softplus(x)
         return (loss * valid).sum() / valid.sum().clamp(min=1)
 
+    def ce_loss(self, inputs: torch.Tensor, targets: torch.Tensor, generator: Optional[torch.Generator] = None
+                ) -> torch.Tensor:
+        """Softmax cross-entropy of the next item over all ``V`` items at every position (RecBole's default).
+
+        ``- log softmax_j(r_{t,j})[o_t]`` averaged over real positions; costs a ``[B, T, V]`` logit tensor.
+        """
+        states = self.forward(inputs)
+        targets = self._fit_length(targets)
+        valid = targets != PAD
+        logits = states[valid] @ self.item_embeddings().T
+        return F.cross_entropy(logits, targets[valid])
+
 
 @torch.no_grad()
 def evaluate_ranking(model: SASRec, samples: SequenceSamples, *, batch_size: int = 2048, ks: Sequence[int] = (5, 10)
@@ -256,7 +272,12 @@ def train_sasrec(
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"could not read checkpoint {ckpt_path} ({exc}); delete it or pass --no-resume") from exc
+        if not isinstance(state, dict) or state.get("format") != "letter_fast.sasrec.checkpoint/1":
+            raise ValueError(f"{ckpt_path} is not a letter_fast SASRec checkpoint; delete it or pass --no-resume")
         saved = state.get("config", {})
         mismatch = [k for k in _MODEL_KEYS if saved.get(k) != getattr(cfg, k)]
         if state.get("num_items") != num_items or mismatch:
@@ -273,6 +294,7 @@ def train_sasrec(
                f"at epoch {best_epoch})")
 
     inputs, targets = inputs.to(device), targets.to(device)
+    loss_fn = model.ce_loss if cfg.loss == "ce" else model.bce_loss
     steps_per_epoch = (inputs.shape[0] + cfg.batch_size - 1) // cfg.batch_size
     t_start = time.perf_counter()
     epoch = start_epoch
@@ -287,7 +309,7 @@ def train_sasrec(
                 total = 0.0
                 for s in range(steps_per_epoch):
                     idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-                    loss = model.bce_loss(inputs[idx], targets[idx], generator=gen)
+                    loss = loss_fn(inputs[idx], targets[idx], generator=gen)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()

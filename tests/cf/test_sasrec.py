@@ -58,6 +58,15 @@ def test_loss_written_out():
     assert bool((neg != targets.clamp(min=0)).all())
 
 
+def test_ce_loss_written_out():
+    m = small_model()
+    inputs = torch.tensor([[PAD, PAD, PAD, 1, 2, 3, 4, 5]])
+    targets = torch.tensor([[PAD, PAD, PAD, 2, 3, 4, 5, 6]])
+    logits = m(inputs)[0, 3:] @ m.item_embeddings().T
+    expected = -torch.log_softmax(logits, -1)[torch.arange(5), targets[0, 3:]].mean()
+    assert torch.allclose(m.ce_loss(inputs, targets), expected, atol=1e-5)
+
+
 def test_evaluate_ranking_uses_full_ranking():
     m = small_model(V=20)
     split = leave_one_out([[1, 2, 3, 4, 5], [6, 7, 8, 9]], 20, max_history=8)
@@ -94,6 +103,12 @@ def test_learns_the_planted_structure(catalog):
     assert same > 0.6, same
 
 
+def test_ce_training_learns(catalog):
+    result = train_sasrec(catalog.histories, catalog.num_items, quick_config(loss="ce", epochs=6), progress=False,
+                          log_fn=lambda s: None)
+    assert result.test_metrics["recall@10"] > 0.25, result.test_metrics
+
+
 def test_resume_is_exact(catalog, tmp_path):
     cfg = quick_config(epochs=4, checkpoint_every=1)
     full = train_sasrec(catalog.histories, catalog.num_items, cfg, progress=False, log_fn=lambda s: None)
@@ -105,6 +120,10 @@ def test_resume_is_exact(catalog, tmp_path):
     assert resumed.epochs_run == 4
     assert [e["loss"] for e in resumed.log] == [e["loss"] for e in full.log]
     assert torch.equal(resumed.embeddings, full.embeddings)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="could not read checkpoint"):
+        train_sasrec(catalog.histories, catalog.num_items, cfg, checkpoint=broken, progress=False)
     with pytest.raises(ValueError, match="other settings"):
         train_sasrec(catalog.histories, catalog.num_items, dataclasses.replace(cfg, dim=8), checkpoint=ckpt,
                      progress=False, log_fn=lambda s: None)
