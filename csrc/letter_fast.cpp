@@ -18,6 +18,15 @@ TORCH_LIBRARY(letter_fast, m) {
         "Tensor candidates, Tensor positives, Tensor? exclude, Tensor lse, float temperature, "
         "bool normalize, bool anchors_grad, bool candidates_grad) "
         "-> (Tensor grad_anchors, Tensor grad_candidates)");
+  // Trie-masked beam step: top-k valid continuations per query, each [Q, k]
+  // (parent row, code, child node: int64; score: float32). See letter_fast/genrec/beam_search.py.
+  m.def("trie_step(Tensor node, Tensor log_probs, Tensor scores, Tensor child_ptr, Tensor child_code, "
+        "int beams_per_query, int k) -> (Tensor parent, Tensor code, Tensor child, Tensor score)");
+  // Trie node of each code prefix [Q, t] (int64, -1 where the prefix leaves the trie).
+  m.def("trie_walk(Tensor prefix, Tensor[] child_ptr, Tensor[] child_code) -> Tensor");
+  // Item index build (CPU): rows in identifier order (int32), per-level CSR (int32), identifier starts.
+  m.def("trie_build(Tensor codes, int[] num_codes) -> (Tensor order, Tensor[] child_ptr, Tensor[] child_code, "
+        "Tensor leaf_start)");
 }
 
 namespace {

@@ -2,5 +2,6 @@
 
 from letter_fast.ops.reference.contrastive import contrastive_loss_reference
 from letter_fast.ops.reference.residual_quantize import residual_quantize_reference
+from letter_fast.ops.reference.trie_step import trie_step_reference, trie_walk_reference
 
-__all__ = ["contrastive_loss_reference", "residual_quantize_reference"]
+__all__ = ["contrastive_loss_reference", "residual_quantize_reference", "trie_step_reference", "trie_walk_reference"]
