@@ -1,0 +1,1 @@
+"""Generative recommendation: trie index and constrained beam search, TIGER, evaluation."""

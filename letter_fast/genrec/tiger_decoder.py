@@ -1,0 +1,163 @@
+"""The decoder loop TIGER needs for recommendation: trie-constrained beam search with shared per-user state.
+
+Hugging Face ``generate(num_beams=K)`` treats each beam as an independent sequence: it copies the encoder output K
+times per user (``expand`` + ``index_select``), recomputes cross-attention keys and values for every copy, and then
+asks a Python ``prefix_allowed_tokens_fn`` for every beam at every step. For TIGER (L = 4 decoder steps, 20 beams)
+that bookkeeping, not arithmetic, dominates.
+
+:class:`TigerDecoder` drives the same ``T5ForConditionalGeneration`` weights step by step for
+``letter_fast.genrec.constrained_beam_search`` (trie masking on tensors):
+
+* **encoder once per user**, at batch width B (not B x beams);
+* **cross-attention K/V once per user and never copied**: for layer i, ``K_i, V_i = enc @ W_k, enc @ W_v`` with shape
+  ``[B, heads, S, d_kv]``. All beams of a user sit at the same decoding step, so their queries are stacked along
+  the *query-length* axis: ``q [B, heads, beams, d_kv]`` attends to the user's single ``K_i`` in one batched matmul
+  (scaled-dot-product attention with the encoder padding mask). No ``[B * beams, S, d]`` tensor is ever built,
+  and a beam reorder never touches these tensors (beams only move within their own user's block of rows);
+* **cached decoder self-attention**: keys/values of the decoded prefix, ``[B * beams, heads, t, d_kv]`` per layer,
+  reordered through the search's ``parent`` index (``index_select``) and grown by one position per step;
+* the relative position bias of the decoder (T5's bucketed bias, causal) computed once for the L + 1 positions.
+
+The scores equal the model's: ``step_fn`` returns ``log_softmax`` over the whole vocabulary, restricted to the
+current level's code tokens, exactly what ``generate`` accumulates before masking (tests compare beams and scores
+with ``generate`` + a dict trie). The final EOS is not scored: after L codes EOS is the only allowed token and a
+trained TIGER gives it probability ~1 (every training target ends there).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from letter_fast.genrec.tiger import PAD_ID, CodeVocabulary, TigerSequences
+
+
+class TigerDecoder:
+    """Step functions over a trained TIGER model (see the module docstring); one ``start`` per batch of users."""
+
+    def __init__(self, model, vocab: CodeVocabulary):
+        self.model = model
+        self.vocab = vocab
+        cfg = model.config
+        if cfg.vocab_size != vocab.size:
+            raise ValueError(f"model vocabulary has {cfg.vocab_size} tokens but the code vocabulary {vocab.size}")
+        self.heads, self.d_kv = cfg.num_heads, cfg.d_kv
+        self.inner = self.heads * self.d_kv
+        scale = getattr(cfg, "scale_decoder_outputs", getattr(cfg, "tie_word_embeddings", True))
+        self.output_scale = cfg.d_model ** -0.5 if scale else 1.0
+
+    @torch.no_grad()
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Callable:
+        """Encode one batch of users and return ``step_fn(prefix, parent) -> log_probs [rows, num_codes]``."""
+        model, vocab = self.model, self.vocab
+        decoder = model.decoder
+        blocks = decoder.block
+        B = input_ids.shape[0]
+        H, dk, inner = self.heads, self.d_kv, self.inner
+
+        enc = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state   # [B, S, d]
+        S = enc.shape[1]
+        enc_mask = attention_mask.bool()[:, None, None, :]                                         # [B, 1, 1, S]
+        cross_k, cross_v, w_qkv = [], [], []
+        for block in blocks:
+            ca = block.layer[1].EncDecAttention
+            kv = F.linear(enc, torch.cat([ca.k.weight, ca.v.weight]))                              # [B, S, 2 inner]
+            kv = kv.view(B, S, 2, H, dk).permute(2, 0, 3, 1, 4)                                    # [2, B, H, S, dk]
+            cross_k.append(kv[0])
+            cross_v.append(kv[1])
+            sa = block.layer[0].SelfAttention
+            w_qkv.append(torch.cat([sa.q.weight, sa.k.weight, sa.v.weight]))
+        steps = vocab.num_levels
+        # causal relative position bias of all decoder positions, [1, H, L, L]; row t = query position t
+        pos_bias = blocks[0].layer[0].SelfAttention.compute_bias(steps, steps, device=enc.device)
+        self_k: list[Optional[torch.Tensor]] = [None] * len(blocks)
+        self_v: list[Optional[torch.Tensor]] = [None] * len(blocks)
+        embed = decoder.embed_tokens.weight
+        lm_head = model.lm_head.weight
+        offsets = [vocab.level_offset(t) for t in range(steps)]
+
+        def step_fn(prefix: torch.Tensor, parent: Optional[torch.Tensor]) -> torch.Tensor:
+            t = prefix.shape[1]
+            if t >= steps:
+                raise ValueError(f"TIGER step_fn called for level {t} but identifiers have {steps} levels")
+            if t == 0:
+                tokens = torch.full((B,), PAD_ID, dtype=torch.long, device=enc.device)  # decoder start token
+            else:
+                tokens = prefix[:, -1].to(enc.device) + offsets[t - 1]
+                parent = parent.to(enc.device)
+                for i in range(len(blocks)):
+                    self_k[i] = self_k[i].index_select(0, parent)
+                    self_v[i] = self_v[i].index_select(0, parent)
+            rows = tokens.shape[0]
+            if rows % B:
+                raise ValueError(f"step_fn got {rows} rows, not a multiple of the {B} users of this batch")
+            group = rows // B      # beams per user; rows are user-major (row = user * group + beam)
+            x = F.embedding(tokens, embed)[:, None, :]                                            # [rows, 1, d]
+            bias = pos_bias[:, :, t:t + 1, :t + 1]
+            for i, block in enumerate(blocks):
+                sa_layer, ca_layer, ff_layer = block.layer
+                h = sa_layer.layer_norm(x)
+                q, k, v = F.linear(h, w_qkv[i]).view(rows, 3, H, 1, dk).unbind(1)                   # [rows, H, 1, dk]
+                if t:
+                    k = torch.cat([self_k[i], k], dim=2)
+                    v = torch.cat([self_v[i], v], dim=2)
+                self_k[i], self_v[i] = k, v
+                a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
+                x = x + sa_layer.SelfAttention.o(a.reshape(rows, 1, inner))
+                # cross-attention: the user's beams are the query axis of one attention over the user's K/V
+                h = ca_layer.layer_norm(x)
+                q = ca_layer.EncDecAttention.q(h).view(B, group, H, dk).transpose(1, 2)            # [B, H, g, dk]
+                a = F.scaled_dot_product_attention(q, cross_k[i].to(q.dtype), cross_v[i].to(q.dtype),
+                                                   attn_mask=enc_mask, scale=1.0)                 # [B, H, g, dk]
+                x = x + ca_layer.EncDecAttention.o(a.transpose(1, 2).reshape(rows, 1, inner))
+                x = ff_layer(x)                                        # x + FFN(layer_norm(x)) (dropout off in eval)
+            x = decoder.final_layer_norm(x)[:, 0] * self.output_scale
+            log_probs = torch.log_softmax(F.linear(x, lm_head).float(), dim=-1)
+            return log_probs[:, offsets[t]:offsets[t] + vocab.num_codes]
+
+        return step_fn
+
+
+@torch.no_grad()
+def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *, num_beams: int = 20,
+              num_return: Optional[int] = None, batch_size: int = 256, device=None, autocast_dtype=None,
+              progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top items for every sample of ``sequences``: ``(item_ids [S, num_return], scores [S, num_return])``.
+
+    Users are processed in order of input length (so a batch pads little), ``batch_size`` at a time, each batch
+    through ``constrained_beam_search`` with :class:`TigerDecoder` as ``step_fn``; rows come back in input order.
+    ``autocast_dtype`` (e.g. ``torch.bfloat16`` on a GPU) runs the model under autocast; scores stay float32.
+    """
+    from letter_fast.genrec.search import constrained_beam_search
+
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    num_return = num_return or num_beams
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    decoder = TigerDecoder(model, vocab)
+    S = len(sequences)
+    order = torch.argsort(sequences.lengths.cpu(), stable=True)
+    item_ids = torch.full((S, num_return), -1, dtype=torch.long)
+    scores = torch.full((S, num_return), float("-inf"))
+    batches = range(0, S, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="recommend", unit="batch", leave=False)
+    try:
+        for start in batches:
+            rows = order[start:start + batch_size]
+            ids, mask, _ = sequences.batch(rows, device=device)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                step_fn = decoder.start(ids, mask)
+                items, item_scores = constrained_beam_search(step_fn, ids.shape[0], num_beams, index,
+                                                             num_return=num_return)
+            item_ids[rows] = items.cpu()
+            scores[rows] = item_scores.float().cpu()
+    finally:
+        model.train(was_training)
+    return item_ids, scores
