@@ -130,7 +130,7 @@ def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
     through ``constrained_beam_search`` with :class:`TigerDecoder` as ``step_fn``; rows come back in input order.
     ``autocast_dtype`` (e.g. ``torch.bfloat16`` on a GPU) runs the model under autocast; scores stay float32.
     """
-    from letter_fast.genrec.search import constrained_beam_search
+    from letter_fast.genrec import constrained_beam_search
 
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")

@@ -1,1 +1,0 @@
-"""Generative recommendation: trie index and constrained beam search, TIGER, evaluation."""
