@@ -13,7 +13,7 @@ import sys
 import letter_fast
 
 # Subcommand modules, in the order --help lists them.
-COMMANDS = ["quantize"]
+COMMANDS = ["quantize", "train_tiger", "evaluate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -161,3 +161,47 @@ def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
     finally:
         model.train(was_training)
     return item_ids, scores
+
+
+# ----------------------------------------------------------------------------------------- the usual baseline
+
+
+def dict_trie_prefix_fn(codes: torch.Tensor, vocab: CodeVocabulary) -> Callable:
+    """The customary ``prefix_allowed_tokens_fn`` for ``generate``: a Python dict from decoded token prefixes to
+    allowed next tokens (EOS after a full identifier). The baseline the fast path is measured against."""
+    from letter_fast.genrec.tiger import EOS_ID
+
+    tokens = vocab.encode(codes.cpu()).tolist()
+    trie: dict[tuple, set] = {}
+    for row in tokens:
+        for t in range(len(row)):
+            trie.setdefault(tuple(row[:t]), set()).add(row[t])
+        trie.setdefault(tuple(row), set()).add(EOS_ID)
+    allowed = {k: sorted(v) for k, v in trie.items()}
+
+    def prefix_allowed_tokens_fn(batch_id: int, input_ids: torch.Tensor) -> list:
+        return allowed.get(tuple(input_ids[1:].tolist()), [])   # input_ids[0] is the decoder start token
+
+    return prefix_allowed_tokens_fn
+
+
+@torch.no_grad()
+def hf_generate_recommend(model, vocab: CodeVocabulary, codes: torch.Tensor, input_ids: torch.Tensor,
+                          attention_mask: torch.Tensor, num_beams: int = 20, num_return: Optional[int] = None,
+                          prefix_fn: Optional[Callable] = None, with_eos: bool = True):
+    """Recommend with Hugging Face ``generate`` + a dict trie (the baseline): ``(codes [B, R, L], scores [B, R])``.
+
+    ``with_eos`` decodes the closing EOS as the reference TIGER code does (L + 1 tokens); without it the search
+    stops after the L codes and ``scores`` are summed log-probabilities of the codes (``length_penalty=0``), the
+    quantity :func:`recommend` ranks by.
+    """
+    num_return = num_return or num_beams
+    prefix_fn = prefix_fn or dict_trie_prefix_fn(codes, vocab)
+    L = vocab.num_levels
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
+                         num_return_sequences=num_return, max_new_tokens=L + 1 if with_eos else L,
+                         min_new_tokens=L if with_eos else None, prefix_allowed_tokens_fn=prefix_fn,
+                         length_penalty=0.0, early_stopping=True, do_sample=False,
+                         output_scores=True, return_dict_in_generate=True)
+    seq = out.sequences[:, 1:L + 1]
+    return vocab.decode(seq).reshape(input_ids.shape[0], num_return, L), out.sequences_scores.reshape(-1, num_return)

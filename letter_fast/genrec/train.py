@@ -44,44 +44,48 @@ from letter_fast.genrec.tiger import (
 from letter_fast.io import atomic_path, atomic_write
 
 
+def _setting(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TigerTrainConfig:
-    """Every setting of a TIGER run (the CLI's config file has the same keys)."""
+    """Every setting of a TIGER run; the CLI's config file (letter_fast/configs/tiger.toml) has the same keys."""
 
     # model (TIGER defaults)
-    num_layers: int = 4
-    num_decoder_layers: int = 4
-    d_model: int = 128
-    d_ff: int = 1024
-    num_heads: int = 6
-    d_kv: int = 64
-    dropout: float = 0.1
-    # loss: ranking-guided temperature (1.0 = plain cross-entropy; the LETTER paper's best is ~0.7)
-    tau: float = 0.7
+    num_layers: int = _setting(4, "encoder layers")
+    num_decoder_layers: int = _setting(4, "decoder layers")
+    d_model: int = _setting(128, "model width")
+    d_ff: int = _setting(1024, "feed-forward width (ReLU)")
+    num_heads: int = _setting(6, "attention heads")
+    d_kv: int = _setting(64, "width of one attention head")
+    dropout: float = _setting(0.1, "dropout rate")
+    # loss
+    tau: float = _setting(0.7, "ranking-guided loss temperature: cross-entropy over logits / tau (1.0 = plain "
+                               "cross-entropy; the LETTER paper's best on Instruments is ~0.7)")
     # optimization
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.01
-    epochs: int = 200
-    batch_size: int = 256
-    grad_clip: float = 1.0            # max gradient norm (0 = off)
-    bucket_window: int = 50           # batches per length-sorting window
-    max_steps: int = 0                # stop after this many optimizer steps (0 = no limit; sets the schedule length)
-    time_budget_s: float = 0.0        # stop training after this many seconds (0 = no limit)
+    lr: float = _setting(5e-4, "AdamW learning rate")
+    weight_decay: float = _setting(0.01, "AdamW weight decay (not on layer-norm gains)")
+    warmup_ratio: float = _setting(0.01, "share of the planned steps spent in linear warmup")
+    epochs: int = _setting(200, "maximum epochs (early stopping usually ends sooner)")
+    batch_size: int = _setting(256, "training samples per optimizer step (per process under torchrun)")
+    grad_clip: float = _setting(1.0, "maximum gradient norm (0 = no clipping)")
+    bucket_window: int = _setting(50, "batches per length-sorting window of the bucketed sampler")
+    max_steps: int = _setting(0, "stop after this many optimizer steps; also the schedule length (0 = no limit)")
+    time_budget_s: float = _setting(0.0, "stop training after this many seconds of training (0 = no limit)")
     # data
-    max_history: int = 20
+    max_history: int = _setting(20, "history items kept per sample (the most recent)")
     # validation / early stopping
-    patience: int = 20                # evaluations without improvement before stopping
-    eval_every_steps: int = 0         # validate every N steps as well as after every epoch (0 = per epoch only)
-    valid_users: int = 0              # validate on this many random users (0 = all)
-    num_beams: int = 20
-    eval_batch_size: int = 256
+    patience: int = _setting(20, "validations without a better NDCG@10 before stopping")
+    eval_every_steps: int = _setting(0, "also validate every N steps inside an epoch (0 = after each epoch only)")
+    valid_users: int = _setting(0, "validate on this many random users (0 = all)")
+    num_beams: int = _setting(20, "beams of the trie-constrained beam search")
+    eval_batch_size: int = _setting(256, "users per beam-search batch")
     # run
-    seed: int = 0
-    device: str = "auto"              # auto | cpu | cuda | cuda:N
-    bf16: bool = True                 # bfloat16 autocast on CUDA (ignored on CPU)
-    progress: bool = True
-    extra: dict = field(default_factory=dict)   # free-form notes recorded with the run
+    seed: int = _setting(0, "random seed (model init, batch order, dropout)")
+    device: str = _setting("auto", "auto | cpu | cuda | cuda:N")
+    bf16: bool = _setting(True, "bfloat16 autocast on CUDA (ignored on CPU)")
+    progress: bool = _setting(True, "show progress bars")
 
     def model_config(self) -> TigerModelConfig:
         return TigerModelConfig(num_layers=self.num_layers, num_decoder_layers=self.num_decoder_layers,
