@@ -39,53 +39,45 @@ def build_index(codes: torch.Tensor, num_codes: Optional[int] = None, device=Non
     return index.to(device) if device is not None and hasattr(index, "to") else index
 
 
-class IdentifierGroups:
-    """Items grouped by identical identifier: ``group[v]``, group sizes, and each item's position in its group."""
+def topk_ranks(identifiers: torch.Tensor, targets: torch.Tensor, index) -> dict[str, torch.Tensor]:
+    """0-based ranks of each target in ranked identifier lists ``identifiers [U, K]`` (ids of ``index``, -1 = empty).
 
-    def __init__(self, codes: torch.Tensor):
-        _, self.group = torch.unique(codes.cpu(), dim=0, return_inverse=True)                # [V]
-        self.num_groups = int(self.group.max()) + 1 if self.group.numel() else 0
-        self.size = torch.bincount(self.group, minlength=self.num_groups)
-        order = torch.argsort(self.group, stable=True)               # items of each group, in item-id order
-        start = torch.cumsum(self.size, 0) - self.size
-        self.position = torch.empty_like(self.group)
-        self.position[order] = torch.arange(self.group.numel()) - start[self.group[order]]
-
-    @property
-    def has_collisions(self) -> bool:
-        return self.num_groups < self.group.numel()
-
-
-def topk_ranks(topk_items: torch.Tensor, targets: torch.Tensor, groups: IdentifierGroups) -> dict[str, torch.Tensor]:
-    """0-based ranks of each target in the ranked lists ``topk_items [U, K]`` (-1 = empty slot).
-
-    Returns ``{"identifier": ranks, "item": ranks}``; a target absent from the list gets rank ``K`` (identifier) or
-    a rank past every cut-off (item).
+    Returns ``{"identifier": ranks, "item": ranks}``. Identifier level: the first slot holding the target's
+    identifier, ``K`` if none. Item level: the slots expanded into their groups of items (``index`` order), so the
+    rank is the number of items of the earlier slots plus the target's position in its own group; a miss gets a
+    rank past every cut-off.
     """
-    valid = topk_items >= 0
-    g = torch.where(valid, groups.group[topk_items.clamp(min=0)], torch.full_like(topk_items, -1))
-    tg = groups.group[targets]
-    ident = ranks_from_topk(g, tg)
-    K = topk_items.shape[1]
-    sizes = torch.where(valid, groups.size[g.clamp(min=0)], torch.zeros_like(g))
-    before = torch.cumsum(sizes, 1) - sizes                                  # items listed before each slot
+    identifiers, targets = identifiers.to(index.device).long(), targets.to(index.device).long()
+    U, K = identifiers.shape
+    target_id = index.identifier_of_items(targets)
+    ident = ranks_from_topk(identifiers, target_id)
+    sizes = index.group_sizes(identifiers.reshape(-1)).reshape(U, K)                   # 0 for empty slots
+    before = torch.cumsum(sizes, 1) - sizes                                           # items listed before a slot
+    # the target's position inside its identifier's group
+    members, offsets = index.items_of_identifier(target_id)
+    owner = torch.repeat_interleave(torch.arange(U, device=index.device), offsets[1:] - offsets[:-1])
+    slot = torch.arange(members.numel(), device=index.device) - offsets[owner]
+    position = torch.zeros(U, dtype=torch.long, device=index.device)
+    match = members == targets[owner]
+    position[owner[match]] = slot[match]
     hit = ident < K
-    item = torch.full_like(ident, K * int(groups.size.max()) + 1)
-    rows = hit.nonzero().squeeze(1)
-    item[rows] = before[rows, ident[rows]] + groups.position[targets[rows]]
-    return {"identifier": ident, "item": item}
+    miss_rank = 2 ** 31          # past every cut-off, whatever the list length
+    item = torch.where(hit, before.gather(1, ident.clamp(max=K - 1)[:, None])[:, 0] + position,
+                       torch.full_like(ident, miss_rank))
+    return {"identifier": ident.cpu(), "item": item.cpu()}
 
 
-def ranking_metrics(model, vocab: CodeVocabulary, index, sequences: TigerSequences, codes: torch.Tensor, *,
+def ranking_metrics(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
                     num_beams: int = 20, batch_size: int = 256, device=None, autocast_dtype=None,
                     sums: bool = False, progress: bool = False):
     """Identifier-level metrics of ``model`` on ``sequences`` -> ``(metrics, users)``; sums instead of means if ``sums``."""
     n = len(sequences)
     if n == 0:
         return ({f"{m}@{k}": 0.0 if sums else float("nan") for k in KS for m in ("recall", "ndcg")}, 0)
-    items, _ = recommend(model, vocab, index, sequences, num_beams=num_beams, num_return=max(KS),
-                         batch_size=batch_size, device=device, autocast_dtype=autocast_dtype, progress=progress)
-    ranks = topk_ranks(items, sequences.targets.cpu(), IdentifierGroups(codes))["identifier"]
+    _, _, identifiers = recommend(model, vocab, index, sequences, num_beams=num_beams, num_return=max(KS),
+                                  batch_size=batch_size, device=device, autocast_dtype=autocast_dtype,
+                                  progress=progress, return_identifiers=True)
+    ranks = topk_ranks(identifiers, sequences.targets, index)["identifier"]
     metrics = topk_metrics(ranks, KS)
     if sums:
         metrics = {k: v * n for k, v in metrics.items()}
@@ -106,18 +98,20 @@ def evaluate_tiger(model, vocab: CodeVocabulary, samples, codes: torch.Tensor, *
                                                                                           max_history)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     index = index if index is not None else build_index(codes, vocab.num_codes, device=device)
-    groups = IdentifierGroups(codes)
     if len(sequences) == 0:
         raise ValueError("no users to evaluate (the split has no test samples)")
-    items, _ = recommend(model, vocab, index, sequences, num_beams=num_beams, num_return=max(KS),
-                         batch_size=batch_size, device=device, autocast_dtype=autocast_dtype, progress=progress)
-    ranks = topk_ranks(items, sequences.targets.cpu(), groups)
+    _, _, identifiers = recommend(model, vocab, index, sequences, num_beams=num_beams, num_return=max(KS),
+                                  batch_size=batch_size, device=device, autocast_dtype=autocast_dtype,
+                                  progress=progress, return_identifiers=True)
+    ranks = topk_ranks(identifiers, sequences.targets, index)
     metrics = topk_metrics(ranks["identifier"], KS)
-    if groups.has_collisions:
+    if index.has_collisions:
         metrics.update({f"item_{k}": v for k, v in topk_metrics(ranks["item"], KS).items()})
+    all_ids = torch.arange(index.num_identifiers, device=index.device)
+    shared = int(index.group_sizes(all_ids)[index.group_sizes(all_ids) > 1].sum())
     return {"metrics": metrics, "users": len(sequences), "num_beams": num_beams,
-            "collisions": {"items": int(groups.group.numel()), "identifiers": groups.num_groups,
-                           "items_sharing_an_identifier": int((groups.size[groups.group] > 1).sum())}}
+            "collisions": {"items": index.num_items, "identifiers": index.num_identifiers,
+                           "items_sharing_an_identifier": shared}}
 
 
 def metrics_table(rows: dict[str, dict]) -> str:

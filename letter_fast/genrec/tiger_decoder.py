@@ -78,6 +78,7 @@ class TigerDecoder:
         lm_head = model.lm_head.weight
         offsets = [vocab.level_offset(t) for t in range(steps)]
 
+        @torch.no_grad()
         def step_fn(prefix: torch.Tensor, parent: Optional[torch.Tensor]) -> torch.Tensor:
             t = prefix.shape[1]
             if t >= steps:
@@ -123,8 +124,11 @@ class TigerDecoder:
 @torch.no_grad()
 def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *, num_beams: int = 20,
               num_return: Optional[int] = None, batch_size: int = 256, device=None, autocast_dtype=None,
-              progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              progress: bool = False, return_identifiers: bool = False):
     """Top items for every sample of ``sequences``: ``(item_ids [S, num_return], scores [S, num_return])``.
+
+    With ``return_identifiers`` also the identifier ids of ``index`` ``[S, num_return]`` (with collisions an
+    identifier stands for a group of items; ``item_ids`` holds its first item).
 
     Users are processed in order of input length (so a batch pads little), ``batch_size`` at a time, each batch
     through ``constrained_beam_search`` with :class:`TigerDecoder` as ``step_fn``; rows come back in input order.
@@ -143,6 +147,7 @@ def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
     order = torch.argsort(sequences.lengths.cpu(), stable=True)
     item_ids = torch.full((S, num_return), -1, dtype=torch.long)
     scores = torch.full((S, num_return), float("-inf"))
+    identifiers = torch.full((S, num_return), -1, dtype=torch.long)
     batches = range(0, S, batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -154,12 +159,15 @@ def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
             ids, mask, _ = sequences.batch(rows, device=device)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 step_fn = decoder.start(ids, mask)
-                items, item_scores = constrained_beam_search(step_fn, ids.shape[0], num_beams, index,
-                                                             num_return=num_return)
+                items, item_scores, idents = constrained_beam_search(step_fn, ids.shape[0], num_beams, index,
+                                                                     num_return=num_return, return_identifiers=True)
             item_ids[rows] = items.cpu()
+            identifiers[rows] = idents.cpu()
             scores[rows] = item_scores.float().cpu()
     finally:
         model.train(was_training)
+    if return_identifiers:
+        return item_ids, scores, identifiers
     return item_ids, scores
 
 
@@ -195,6 +203,8 @@ def hf_generate_recommend(model, vocab: CodeVocabulary, codes: torch.Tensor, inp
     stops after the L codes and ``scores`` are summed log-probabilities of the codes (``length_penalty=0``), the
     quantity :func:`recommend` ranks by.
     """
+    if num_beams < 2:
+        raise ValueError("hf_generate_recommend needs num_beams >= 2 (generate with one beam is greedy search)")
     num_return = num_return or num_beams
     prefix_fn = prefix_fn or dict_trie_prefix_fn(codes, vocab)
     L = vocab.num_levels

@@ -299,7 +299,7 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
         """Evaluate, record, checkpoint; True when early stopping says stop."""
         nonlocal best_state
         t0 = time.perf_counter()
-        metrics, count = ranking_metrics(model, vocab, index, valid_seq, codes, num_beams=config.num_beams,
+        metrics, count = ranking_metrics(model, vocab, index, valid_seq, num_beams=config.num_beams,
                                          batch_size=config.eval_batch_size, device=device,
                                          autocast_dtype=autocast_dtype, sums=True)
         keys = sorted(metrics)
@@ -349,21 +349,23 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
-            loss_value = float(loss)
+            loss_sum, loss_n = loss_sum + loss.detach().float(), loss_n + 1   # no device sync per step
+            if device.type == "cuda" and (b + 1) % 50 == 0:
+                torch.cuda.synchronize()     # keep the step timer honest without syncing every step
             state["train_time"] += time.perf_counter() - t0
             state["samples"] += ids.shape[0] * dist.world
             state["step"] += 1
             state["batch_in_epoch"] = b + 1
-            loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                if state["step"] % 20 == 0:
+                    bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             out_of_budget = ((config.max_steps and state["step"] >= config.max_steps)
                              or (config.time_budget_s and state["train_time"] >= config.time_budget_s))
             if out_of_budget or (config.eval_every_steps and state["step"] % config.eval_every_steps == 0
                                  and b + 1 < len(batches)):
                 model.eval()
-                stop = validate(epoch + (b + 1) / len(batches), loss_sum / loss_n)
+                stop = validate(epoch + (b + 1) / len(batches), float(loss_sum) / loss_n)
                 model.train()
                 loss_sum, loss_n = 0.0, 0
                 if out_of_budget:
@@ -378,7 +380,7 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
             break
         state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         model.eval()
-        stop = validate(float(epoch + 1), loss_sum / max(loss_n, 1))
+        stop = validate(float(epoch + 1), float(loss_sum) / max(loss_n, 1))
         model.train()
     if not state["stopped"]:
         state["stopped"] = "early stopping" if stop else "epochs done"
