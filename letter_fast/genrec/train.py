@@ -247,6 +247,7 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
     valid_seq = valid_seq.subset(torch.arange(dist.rank, len(valid_seq), dist.world))
     train_seq = train_seq.to(device)
 
+    torch.manual_seed(config.seed * 1_000 + dist.rank)     # dropout stream (restored from the checkpoint on resume)
     model = build_tiger(vocab, config.model_config(), seed=config.seed).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]   # layer-norm gains
@@ -303,7 +304,10 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
                                          batch_size=config.eval_batch_size, device=device,
                                          autocast_dtype=autocast_dtype, sums=True)
         keys = sorted(metrics)
-        totals = dist.all_reduce_sum(torch.tensor([count] + [metrics[k] for k in keys], dtype=torch.float64))
+        totals = dist.all_reduce_sum(torch.tensor([count, train_loss] + [metrics[k] for k in keys],
+                                                  dtype=torch.float64))
+        train_loss = float(totals[1]) / dist.world       # mean over ranks
+        totals = torch.cat([totals[:1], totals[2:]])
         metrics = {k: float(totals[i + 1] / max(totals[0].item(), 1)) for i, k in enumerate(keys)}
         score = metrics["ndcg@10"]
         improved = score > state["best"]
