@@ -10,6 +10,12 @@
 TORCH_LIBRARY(letter_fast, m) {
   // Nearest-code residual quantization: codes [B, L] int64, z_hat [B, d] in z's dtype.
   m.def("residual_quantize(Tensor z, Tensor codebooks) -> (Tensor codes, Tensor z_hat)");
+  // Trie-masked beam step: top-k valid continuations per query, each [Q, k]
+  // (parent row, code, child node: int64; score: float32). See letter_fast/genrec/beam_search.py.
+  m.def("trie_step(Tensor node, Tensor log_probs, Tensor scores, Tensor child_ptr, Tensor child_code, "
+        "int beams_per_query, int k) -> (Tensor parent, Tensor code, Tensor child, Tensor score)");
+  // Trie node of each code prefix [Q, t] (int64, -1 where the prefix leaves the trie).
+  m.def("trie_walk(Tensor prefix, Tensor[] child_ptr, Tensor[] child_code) -> Tensor");
 }
 
 namespace {

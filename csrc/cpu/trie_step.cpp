@@ -1,0 +1,130 @@
+// CPU and Meta implementations of letter_fast::trie_step and letter_fast::trie_walk (schemas in
+// csrc/letter_fast.cpp). Thin launchers: memory-safety checks, dtype dispatch, trie_step_kernel.h.
+// Friendly validation lives in letter_fast/genrec/beam_search.py.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include "trie_step_kernel.h"
+
+namespace letter_fast {
+namespace {
+
+void check_step(const at::Tensor& node, const at::Tensor& log_probs, const at::Tensor& scores,
+                const at::Tensor& child_ptr, const at::Tensor& child_code, int64_t beams_per_query,
+                int64_t k) {
+  TORCH_CHECK(log_probs.dim() == 2, "trie_step: log_probs must be [rows, N], got ", log_probs.sizes());
+  const int64_t R = log_probs.size(0);
+  TORCH_CHECK(beams_per_query >= 1 && R % beams_per_query == 0, "trie_step: rows=", R,
+              " must be a multiple of beams_per_query=", beams_per_query);
+  TORCH_CHECK(k >= 1, "trie_step: k must be >= 1, got ", k);
+  TORCH_CHECK(node.dim() == 1 && node.size(0) == R && node.scalar_type() == at::kLong,
+              "trie_step: node must be int64 [rows]");
+  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == R && scores.scalar_type() == at::kFloat,
+              "trie_step: scores must be float32 [rows]");
+  TORCH_CHECK(child_ptr.dim() == 1 && child_ptr.size(0) >= 1 && child_ptr.scalar_type() == at::kInt,
+              "trie_step: child_ptr must be int32 [nodes + 1]");
+  TORCH_CHECK(child_code.dim() == 1 &&
+                  (child_code.scalar_type() == at::kShort || child_code.scalar_type() == at::kInt),
+              "trie_step: child_code must be int16 or int32 [children]");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> trie_step_cpu(
+    const at::Tensor& node, const at::Tensor& log_probs, const at::Tensor& scores,
+    const at::Tensor& child_ptr, const at::Tensor& child_code, int64_t beams_per_query, int64_t k) {
+  check_step(node, log_probs, scores, child_ptr, child_code, beams_per_query, k);
+  const int64_t R = log_probs.size(0), N = log_probs.size(1), Q = R / beams_per_query;
+  auto parent = at::empty({Q, k}, node.options());
+  auto code = at::empty({Q, k}, node.options());
+  auto child = at::empty({Q, k}, node.options());
+  auto score = at::empty({Q, k}, scores.options());
+  if (Q == 0) return {parent, code, child, score};
+  const auto node_c = node.contiguous(), scores_c = scores.contiguous();
+  const auto ptr_c = child_ptr.contiguous(), code_c = child_code.contiguous();
+  // Node ids come from the index's own step outputs; check them anyway, a bad id would read
+  // out of bounds.
+  const int64_t num_nodes = ptr_c.size(0) - 1;
+  const int64_t* nodes = node_c.data_ptr<int64_t>();
+  for (int64_t r = 0; r < R; ++r) {
+    TORCH_CHECK(nodes[r] < num_nodes, "trie_step: node[", r, "]=", nodes[r], " is not a node of this level (",
+                num_nodes, " nodes)");
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_probs.scalar_type(), "trie_step_cpu", [&] {
+    const auto* lp = log_probs.data_ptr<scalar_t>();
+    if (code_c.scalar_type() == at::kShort) {
+      cpu::trie_step<scalar_t, int16_t>(nodes, lp, log_probs.stride(0), log_probs.stride(1),
+                                        scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
+                                        code_c.data_ptr<int16_t>(), Q, beams_per_query, N, k,
+                                        parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
+                                        child.data_ptr<int64_t>(), score.data_ptr<float>());
+    } else {
+      cpu::trie_step<scalar_t, int32_t>(nodes, lp, log_probs.stride(0), log_probs.stride(1),
+                                        scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
+                                        code_c.data_ptr<int32_t>(), Q, beams_per_query, N, k,
+                                        parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
+                                        child.data_ptr<int64_t>(), score.data_ptr<float>());
+    }
+  });
+  return {parent, code, child, score};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> trie_step_meta(
+    const at::Tensor& node, const at::Tensor& log_probs, const at::Tensor& scores,
+    const at::Tensor& child_ptr, const at::Tensor& child_code, int64_t beams_per_query, int64_t k) {
+  check_step(node, log_probs, scores, child_ptr, child_code, beams_per_query, k);
+  const int64_t Q = log_probs.size(0) / beams_per_query;
+  return {at::empty({Q, k}, node.options()), at::empty({Q, k}, node.options()),
+          at::empty({Q, k}, node.options()), at::empty({Q, k}, scores.options())};
+}
+
+at::Tensor trie_walk_cpu(const at::Tensor& prefix, at::TensorList child_ptr, at::TensorList child_code) {
+  TORCH_CHECK(prefix.dim() == 2 && prefix.scalar_type() == at::kLong, "trie_walk: prefix must be int64 [Q, t]");
+  const int64_t Q = prefix.size(0), t = prefix.size(1);
+  TORCH_CHECK(static_cast<int64_t>(child_ptr.size()) == t && static_cast<int64_t>(child_code.size()) == t,
+              "trie_walk: need one child_ptr and one child_code per prefix level (", t, "), got ",
+              child_ptr.size(), " and ", child_code.size());
+  auto out = at::empty({Q}, prefix.options());
+  if (Q == 0) return out;
+  std::vector<at::Tensor> ptrs, codes;
+  std::vector<const int32_t*> ptr_data;
+  const bool short_codes = t == 0 || child_code[0].scalar_type() == at::kShort;
+  std::vector<const int16_t*> code16;
+  std::vector<const int32_t*> code32;
+  for (int64_t l = 0; l < t; ++l) {
+    TORCH_CHECK(child_ptr[l].scalar_type() == at::kInt && child_ptr[l].dim() == 1,
+                "trie_walk: child_ptr must be int32 vectors");
+    TORCH_CHECK(child_code[l].scalar_type() == (short_codes ? at::kShort : at::kInt) && child_code[l].dim() == 1,
+                "trie_walk: child_code must be int16 or int32 vectors, all of one dtype");
+    ptrs.push_back(child_ptr[l].contiguous());
+    codes.push_back(child_code[l].contiguous());
+    ptr_data.push_back(ptrs.back().data_ptr<int32_t>());
+    if (short_codes) code16.push_back(codes.back().data_ptr<int16_t>());
+    else code32.push_back(codes.back().data_ptr<int32_t>());
+  }
+  const auto* p = prefix.data_ptr<int64_t>();
+  if (short_codes) {
+    cpu::trie_walk<int16_t>(p, prefix.stride(0), prefix.stride(1), Q, t, ptr_data.data(), code16.data(),
+                            out.data_ptr<int64_t>());
+  } else {
+    cpu::trie_walk<int32_t>(p, prefix.stride(0), prefix.stride(1), Q, t, ptr_data.data(), code32.data(),
+                            out.data_ptr<int64_t>());
+  }
+  return out;
+}
+
+at::Tensor trie_walk_meta(const at::Tensor& prefix, at::TensorList, at::TensorList) {
+  return at::empty({prefix.size(0)}, prefix.options());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(letter_fast, CPU, m) {
+  m.impl("trie_step", &trie_step_cpu);
+  m.impl("trie_walk", &trie_walk_cpu);
+}
+TORCH_LIBRARY_IMPL(letter_fast, Meta, m) {
+  m.impl("trie_step", &trie_step_meta);
+  m.impl("trie_walk", &trie_walk_meta);
+}
+
+}  // namespace letter_fast
