@@ -60,23 +60,32 @@ class TigerDecoder:
         enc = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state   # [B, S, d]
         S = enc.shape[1]
         enc_mask = attention_mask.bool()[:, None, None, :]                                         # [B, 1, 1, S]
-        cross_k, cross_v, w_qkv = [], [], []
+        layers = []
         for block in blocks:
-            ca = block.layer[1].EncDecAttention
+            sa_layer, ca_layer, ff_layer = block.layer
+            sa, ca, ff = sa_layer.SelfAttention, ca_layer.EncDecAttention, ff_layer.DenseReluDense
             kv = F.linear(enc, torch.cat([ca.k.weight, ca.v.weight]))                              # [B, S, 2 inner]
-            kv = kv.view(B, S, 2, H, dk).permute(2, 0, 3, 1, 4)                                    # [2, B, H, S, dk]
-            cross_k.append(kv[0])
-            cross_v.append(kv[1])
-            sa = block.layer[0].SelfAttention
-            w_qkv.append(torch.cat([sa.q.weight, sa.k.weight, sa.v.weight]))
+            cross_k, cross_v = kv.view(B, S, 2, H, dk).permute(2, 0, 3, 1, 4).unbind(0)             # [B, H, S, dk]
+            layers.append(dict(
+                norm_sa=sa_layer.layer_norm.weight, eps=sa_layer.layer_norm.variance_epsilon,
+                w_qkv=torch.cat([sa.q.weight, sa.k.weight, sa.v.weight]), w_sa_o=sa.o.weight,
+                norm_ca=ca_layer.layer_norm.weight, w_ca_q=ca.q.weight, w_ca_o=ca.o.weight,
+                cross_k=cross_k, cross_v=cross_v,
+                norm_ff=ff_layer.layer_norm.weight, w_wi=ff.wi.weight, w_wo=ff.wo.weight))
+        if not isinstance(blocks[0].layer[2].DenseReluDense.act, torch.nn.ReLU):
+            raise ValueError("TigerDecoder implements the ReLU feed-forward of TIGER (feed_forward_proj='relu')")
         steps = vocab.num_levels
         # causal relative position bias of all decoder positions, [1, H, L, L]; row t = query position t
         pos_bias = blocks[0].layer[0].SelfAttention.compute_bias(steps, steps, device=enc.device)
-        self_k: list[Optional[torch.Tensor]] = [None] * len(blocks)
-        self_v: list[Optional[torch.Tensor]] = [None] * len(blocks)
+        past: list[Optional[torch.Tensor]] = [None] * len(blocks)   # per layer [rows, 2, H, t, dk] (keys, values)
         embed = decoder.embed_tokens.weight
         lm_head = model.lm_head.weight
+        final_norm, final_eps = decoder.final_layer_norm.weight, decoder.final_layer_norm.variance_epsilon
+        d = embed.shape[1]
         offsets = [vocab.level_offset(t) for t in range(steps)]
+
+        def rms_norm(x, weight, eps):   # T5LayerNorm: scale only, no mean, in float32 (as T5 with float32 weights)
+            return F.rms_norm(x.float(), (d,), weight.float(), eps)
 
         @torch.no_grad()
         def step_fn(prefix: torch.Tensor, parent: Optional[torch.Tensor]) -> torch.Tensor:
@@ -88,33 +97,32 @@ class TigerDecoder:
             else:
                 tokens = prefix[:, -1].to(enc.device) + offsets[t - 1]
                 parent = parent.to(enc.device)
-                for i in range(len(blocks)):
-                    self_k[i] = self_k[i].index_select(0, parent)
-                    self_v[i] = self_v[i].index_select(0, parent)
+                for i in range(len(layers)):                     # follow each beam to the row it extends
+                    past[i] = past[i].index_select(0, parent)
             rows = tokens.shape[0]
             if rows % B:
                 raise ValueError(f"step_fn got {rows} rows, not a multiple of the {B} users of this batch")
             group = rows // B      # beams per user; rows are user-major (row = user * group + beam)
-            x = F.embedding(tokens, embed)[:, None, :]                                            # [rows, 1, d]
+            x = F.embedding(tokens, embed)                                                        # [rows, d]
             bias = pos_bias[:, :, t:t + 1, :t + 1]
-            for i, block in enumerate(blocks):
-                sa_layer, ca_layer, ff_layer = block.layer
-                h = sa_layer.layer_norm(x)
-                q, k, v = F.linear(h, w_qkv[i]).view(rows, 3, H, 1, dk).unbind(1)                   # [rows, H, 1, dk]
-                if t:
-                    k = torch.cat([self_k[i], k], dim=2)
-                    v = torch.cat([self_v[i], v], dim=2)
-                self_k[i], self_v[i] = k, v
-                a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
-                x = x + sa_layer.SelfAttention.o(a.reshape(rows, 1, inner))
+            for i, w in enumerate(layers):
+                # causal self-attention over the cached prefix (one new query per row)
+                qkv = F.linear(rms_norm(x, w["norm_sa"], w["eps"]), w["w_qkv"]).view(rows, 3, H, 1, dk)
+                kv = qkv[:, 1:]                                                                    # [rows, 2, H, 1, dk]
+                kv = torch.cat([past[i], kv], dim=3) if t else kv.contiguous()
+                past[i] = kv
+                a = F.scaled_dot_product_attention(qkv[:, 0], kv[:, 0], kv[:, 1], attn_mask=bias.to(kv.dtype),
+                                                   scale=1.0)                                     # [rows, H, 1, dk]
+                x = x + F.linear(a.reshape(rows, inner), w["w_sa_o"])
                 # cross-attention: the user's beams are the query axis of one attention over the user's K/V
-                h = ca_layer.layer_norm(x)
-                q = ca_layer.EncDecAttention.q(h).view(B, group, H, dk).transpose(1, 2)            # [B, H, g, dk]
-                a = F.scaled_dot_product_attention(q, cross_k[i].to(q.dtype), cross_v[i].to(q.dtype),
+                q = F.linear(rms_norm(x, w["norm_ca"], w["eps"]), w["w_ca_q"]).view(B, group, H, dk).transpose(1, 2)
+                a = F.scaled_dot_product_attention(q, w["cross_k"].to(q.dtype), w["cross_v"].to(q.dtype),
                                                    attn_mask=enc_mask, scale=1.0)                 # [B, H, g, dk]
-                x = x + ca_layer.EncDecAttention.o(a.transpose(1, 2).reshape(rows, 1, inner))
-                x = ff_layer(x)                                        # x + FFN(layer_norm(x)) (dropout off in eval)
-            x = decoder.final_layer_norm(x)[:, 0] * self.output_scale
+                x = x + F.linear(a.transpose(1, 2).reshape(rows, inner), w["w_ca_o"])
+                # ReLU feed-forward
+                h = F.relu(F.linear(rms_norm(x, w["norm_ff"], w["eps"]), w["w_wi"]))
+                x = x + F.linear(h, w["w_wo"])
+            x = rms_norm(x, final_norm, final_eps) * self.output_scale
             log_probs = torch.log_softmax(F.linear(x, lm_head).float(), dim=-1)
             return log_probs[:, offsets[t]:offsets[t] + vocab.num_codes]
 
@@ -124,7 +132,7 @@ class TigerDecoder:
 @torch.no_grad()
 def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *, num_beams: int = 20,
               num_return: Optional[int] = None, batch_size: int = 256, device=None, autocast_dtype=None,
-              progress: bool = False, return_identifiers: bool = False):
+              progress: bool = False, return_identifiers: bool = False, backend: Optional[str] = None):
     """Top items for every sample of ``sequences``: ``(item_ids [S, num_return], scores [S, num_return])``.
 
     With ``return_identifiers`` also the identifier ids of ``index`` ``[S, num_return]`` (with collisions an
@@ -133,6 +141,7 @@ def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
     Users are processed in order of input length (so a batch pads little), ``batch_size`` at a time, each batch
     through ``constrained_beam_search`` with :class:`TigerDecoder` as ``step_fn``; rows come back in input order.
     ``autocast_dtype`` (e.g. ``torch.bfloat16`` on a GPU) runs the model under autocast; scores stay float32.
+    ``backend`` picks the trie step kernel of the search (default: the fastest that runs here).
     """
     from letter_fast.genrec import constrained_beam_search
 
@@ -160,7 +169,8 @@ def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 step_fn = decoder.start(ids, mask)
                 items, item_scores, idents = constrained_beam_search(step_fn, ids.shape[0], num_beams, index,
-                                                                     num_return=num_return, return_identifiers=True)
+                                                                     num_return=num_return, return_identifiers=True,
+                                                                     backend=backend)
             item_ids[rows] = items.cpu()
             identifiers[rows] = idents.cpu()
             scores[rows] = item_scores.float().cpu()

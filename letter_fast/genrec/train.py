@@ -77,7 +77,8 @@ class TigerTrainConfig:
     max_history: int = _setting(20, "history items kept per sample (the most recent)")
     # validation / early stopping
     patience: int = _setting(20, "validations without a better NDCG@10 before stopping")
-    eval_every_steps: int = _setting(0, "also validate every N steps inside an epoch (0 = after each epoch only)")
+    eval_every_epochs: int = _setting(1, "validate after every N-th epoch (and after the last)")
+    eval_every_steps: int = _setting(0, "also validate every N steps inside an epoch (0 = only at epoch ends)")
     valid_users: int = _setting(0, "validate on this many random users (0 = all)")
     num_beams: int = _setting(20, "beams of the trie-constrained beam search")
     eval_batch_size: int = _setting(256, "users per beam-search batch")
@@ -103,7 +104,7 @@ class TigerTrainConfig:
     def validate(self) -> None:
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
-        for name in ("batch_size", "eval_batch_size", "num_beams", "epochs", "bucket_window"):
+        for name in ("batch_size", "eval_batch_size", "num_beams", "epochs", "bucket_window", "eval_every_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_ratio < 1:
@@ -383,9 +384,12 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
         if stop:
             break
         state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
-        model.eval()
-        stop = validate(float(epoch + 1), float(loss_sum) / max(loss_n, 1))
-        model.train()
+        if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
+            model.eval()
+            stop = validate(float(epoch + 1), float(loss_sum) / max(loss_n, 1))
+            model.train()
+        else:
+            save_files(with_best=False)
     if not state["stopped"]:
         state["stopped"] = "early stopping" if stop else "epochs done"
     save_files(with_best=False)
