@@ -37,55 +37,136 @@ from letter_fast.genrec.tiger import PAD_ID, CodeVocabulary, TigerSequences
 class TigerDecoder:
     """Step functions over a trained TIGER model (see the module docstring); one ``start`` per batch of users."""
 
-    def __init__(self, model, vocab: CodeVocabulary):
+    def __init__(self, model, vocab: CodeVocabulary, dtype: Optional[torch.dtype] = None, chunk_users: int = 32):
+        """``dtype``: the matmul precision (default: the model's). ``torch.bfloat16`` runs every matmul and attention
+        in bfloat16 (tensor cores on GPUs, AMX on recent Xeons) while the residual stream, the norms and the
+        log-softmax stay float32, as under autocast. ``chunk_users``: users per encoder / cross-attention chunk.
+
+        The weights are read (and cast) once here: build a new decoder after further training.
+        """
         self.model = model
         self.vocab = vocab
+        self.dtype = dt = dtype or next(model.parameters()).dtype
+        self.chunk_users = int(chunk_users)
         cfg = model.config
         if cfg.vocab_size != vocab.size:
             raise ValueError(f"model vocabulary has {cfg.vocab_size} tokens but the code vocabulary {vocab.size}")
+        if getattr(cfg, "feed_forward_proj", "relu") != "relu":
+            raise ValueError("TigerDecoder implements TIGER's ReLU feed-forward (feed_forward_proj='relu'), got "
+                             f"{cfg.feed_forward_proj!r}")
         self.heads, self.d_kv = cfg.num_heads, cfg.d_kv
         self.inner = self.heads * self.d_kv
         scale = getattr(cfg, "scale_decoder_outputs", getattr(cfg, "tie_word_embeddings", True))
         self.output_scale = cfg.d_model ** -0.5 if scale else 1.0
+        self.d = cfg.d_model
+
+        def ffn(layer):
+            return dict(norm_ff=layer.layer_norm.weight, w_wi=layer.DenseReluDense.wi.weight.to(dt),
+                        w_wo=layer.DenseReluDense.wo.weight.to(dt))
+
+        self.enc_layers = []
+        for block in model.encoder.block:
+            sa_layer, ff_layer = block.layer
+            sa = sa_layer.SelfAttention
+            self.enc_layers.append(dict(
+                norm_sa=sa_layer.layer_norm.weight, eps=sa_layer.layer_norm.variance_epsilon,
+                w_qkv=torch.cat([sa.q.weight, sa.k.weight, sa.v.weight]).to(dt), w_o=sa.o.weight.to(dt),
+                **ffn(ff_layer)))
+        self.dec_layers = []
+        for block in model.decoder.block:
+            sa_layer, ca_layer, ff_layer = block.layer
+            sa, ca = sa_layer.SelfAttention, ca_layer.EncDecAttention
+            self.dec_layers.append(dict(
+                norm_sa=sa_layer.layer_norm.weight, eps=sa_layer.layer_norm.variance_epsilon,
+                w_qkv=torch.cat([sa.q.weight, sa.k.weight, sa.v.weight]).to(dt), w_sa_o=sa.o.weight.to(dt),
+                norm_ca=ca_layer.layer_norm.weight, w_ca_q=ca.q.weight.to(dt), w_ca_o=ca.o.weight.to(dt),
+                w_ca_kv=torch.cat([ca.k.weight, ca.v.weight]).to(dt), **ffn(ff_layer)))
+        self.enc_bias = model.encoder.block[0].layer[0].SelfAttention       # relative position bias (bidirectional)
+        self.dec_bias = model.decoder.block[0].layer[0].SelfAttention       # relative position bias (causal)
+        self.enc_final = model.encoder.final_layer_norm
+        self.dec_final = model.decoder.final_layer_norm
+        self.enc_embed = model.encoder.embed_tokens.weight
+        self.dec_embed = model.decoder.embed_tokens.weight
+        self.lm_head = model.lm_head.weight.to(dt)
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        """T5LayerNorm (scale only, no mean subtraction) in float32; returned in the matmul dtype."""
+        return F.rms_norm(x, (self.d,), weight.float(), eps).to(self.dtype)
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The T5 encoder on one chunk of users (right-padded): ``[b, S, d]`` in the matmul dtype."""
+        b, S = input_ids.shape
+        H, dk, inner, dt = self.heads, self.d_kv, self.inner, self.dtype
+        x = F.embedding(input_ids, self.enc_embed).float()
+        bias = self.enc_bias.compute_bias(S, S, device=input_ids.device).to(dt)                  # [1, H, S, S]
+        keep = attention_mask.bool()[:, None, None, :]
+        attn_mask = bias.masked_fill(~keep, float("-inf"))                                       # [b, H, S, S]
+        for w in self.enc_layers:
+            q, k, v = F.linear(self._norm(x, w["norm_sa"], w["eps"]), w["w_qkv"]).view(b, S, 3, H, dk) \
+                .permute(2, 0, 3, 1, 4).unbind(0)                                                # [b, H, S, dk]
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
+            x = x + F.linear(a.transpose(1, 2).reshape(b, S, inner), w["w_o"]).float()
+            h = F.relu(F.linear(self._norm(x, w["norm_ff"], w["eps"]), w["w_wi"]))
+            x = x + F.linear(h, w["w_wo"]).float()
+        return self._norm(x, self.enc_final.weight, self.enc_final.variance_epsilon)
 
     @torch.no_grad()
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Callable:
-        """Encode one batch of users and return ``step_fn(prefix, parent) -> log_probs [rows, num_codes]``."""
-        model, vocab = self.model, self.vocab
-        decoder = model.decoder
-        blocks = decoder.block
-        B = input_ids.shape[0]
-        H, dk, inner = self.heads, self.d_kv, self.inner
+        """Encode one batch of users and return ``step_fn(prefix, parent) -> log_probs [rows, num_codes]``.
 
-        enc = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state   # [B, S, d]
-        S = enc.shape[1]
-        enc_mask = attention_mask.bool()[:, None, None, :]                                         # [B, 1, 1, S]
-        layers = []
-        for block in blocks:
-            sa_layer, ca_layer, ff_layer = block.layer
-            sa, ca, ff = sa_layer.SelfAttention, ca_layer.EncDecAttention, ff_layer.DenseReluDense
-            kv = F.linear(enc, torch.cat([ca.k.weight, ca.v.weight]))                              # [B, S, 2 inner]
-            cross_k, cross_v = kv.view(B, S, 2, H, dk).permute(2, 0, 3, 1, 4).unbind(0)             # [B, H, S, dk]
-            layers.append(dict(
-                norm_sa=sa_layer.layer_norm.weight, eps=sa_layer.layer_norm.variance_epsilon,
-                w_qkv=torch.cat([sa.q.weight, sa.k.weight, sa.v.weight]), w_sa_o=sa.o.weight,
-                norm_ca=ca_layer.layer_norm.weight, w_ca_q=ca.q.weight, w_ca_o=ca.o.weight,
-                cross_k=cross_k, cross_v=cross_v,
-                norm_ff=ff_layer.layer_norm.weight, w_wi=ff.wi.weight, w_wo=ff.wo.weight))
-        if not isinstance(blocks[0].layer[2].DenseReluDense.act, torch.nn.ReLU):
-            raise ValueError("TigerDecoder implements the ReLU feed-forward of TIGER (feed_forward_proj='relu')")
+        ``input_ids``/``attention_mask`` ``[B, S]`` right-padded (as :class:`TigerSequences` builds them).
+        Users are encoded in chunks of similar length (each padded only to its own longest history), and each
+        chunk keeps its own cross-attention keys/values.
+        """
+        vocab = self.vocab
+        B = input_ids.shape[0]
+        H, dk, inner, dt = self.heads, self.d_kv, self.inner, self.dtype
+        device = input_ids.device
+        lengths = attention_mask.sum(1)
+        right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
+        order = torch.argsort(lengths, stable=True)
+        chunks = []
+        for users in order.split(max(1, self.chunk_users)):
+            S = int(lengths[users].max()) if right_padded else input_ids.shape[1]
+            first = int(users[0])
+            contiguous = bool((users == torch.arange(first, first + users.numel(), device=device)).all())
+            enc = self._encode(input_ids[users, :S], attention_mask[users, :S])                  # [b, S, d]
+            kv = [F.linear(enc, w["w_ca_kv"]).view(users.numel(), S, 2, H, dk).permute(2, 0, 3, 1, 4)
+                  for w in self.dec_layers]                                                      # [2, b, H, S, dk]
+            chunks.append(dict(users=users, first=first if contiguous else None, kv=kv,
+                               mask=attention_mask[users, :S].bool()[:, None, None, :]))
+        ordered = all(c["first"] is not None for c in chunks) and bool((order == torch.arange(B, device=device)).all())
         steps = vocab.num_levels
         # causal relative position bias of all decoder positions, [1, H, L, L]; row t = query position t
-        pos_bias = blocks[0].layer[0].SelfAttention.compute_bias(steps, steps, device=enc.device)
-        past: list[Optional[torch.Tensor]] = [None] * len(blocks)   # per layer [rows, 2, H, t, dk] (keys, values)
-        embed = decoder.embed_tokens.weight
-        lm_head = model.lm_head.weight
-        final_norm, final_eps = decoder.final_layer_norm.weight, decoder.final_layer_norm.variance_epsilon
-        d = embed.shape[1]
+        pos_bias = self.dec_bias.compute_bias(steps, steps, device=device).to(dt)
+        layers = self.dec_layers
+        # self-attention cache: per layer, position-major [L, rows, 2, H, dk] (keys, values), in two buffers used in
+        # turn: a step gathers positions < t of the previous buffer through ``parent`` straight into the other one
+        # (one index_select, no concatenation) and writes position t in place.
+        cache = {"cur": None, "nxt": None}
         offsets = [vocab.level_offset(t) for t in range(steps)]
+        norm = self._norm
 
-        def rms_norm(x, weight, eps):   # T5LayerNorm: scale only, no mean, in float32 (as T5 with float32 weights)
-            return F.rms_norm(x.float(), (d,), weight.float(), eps)
+        def cross_attention(q: torch.Tensor, i: int, group: int) -> torch.Tensor:
+            """``q [rows, inner]`` (rows user-major, ``group`` per user) attends to its own user's encoder states."""
+            outs, out = [], (None if ordered else torch.empty_like(q))
+            beams = torch.arange(group, device=device)
+            for c in chunks:
+                b = c["users"].numel()
+                if ordered:
+                    qc = q[c["first"] * group:(c["first"] + b) * group]
+                else:
+                    rows_c = (c["users"][:, None] * group + beams).reshape(-1)
+                    qc = q.index_select(0, rows_c)
+                qc = qc.view(b, group, H, dk).transpose(1, 2)                                   # [b, H, g, dk]
+                k, v = c["kv"][i]
+                a = F.scaled_dot_product_attention(qc, k, v, attn_mask=c["mask"], scale=1.0)     # [b, H, g, dk]
+                a = a.transpose(1, 2).reshape(b * group, inner)
+                if ordered:
+                    outs.append(a)
+                else:
+                    out.index_copy_(0, rows_c, a)
+            return torch.cat(outs) if ordered else out
 
         @torch.no_grad()
         def step_fn(prefix: torch.Tensor, parent: Optional[torch.Tensor]) -> torch.Tensor:
@@ -93,37 +174,43 @@ class TigerDecoder:
             if t >= steps:
                 raise ValueError(f"TIGER step_fn called for level {t} but identifiers have {steps} levels")
             if t == 0:
-                tokens = torch.full((B,), PAD_ID, dtype=torch.long, device=enc.device)  # decoder start token
+                tokens = torch.full((B,), PAD_ID, dtype=torch.long, device=device)   # the decoder start token
             else:
-                tokens = prefix[:, -1].to(enc.device) + offsets[t - 1]
-                parent = parent.to(enc.device)
-                for i in range(len(layers)):                     # follow each beam to the row it extends
-                    past[i] = past[i].index_select(0, parent)
+                tokens = prefix[:, -1].to(device) + offsets[t - 1]
+                parent = parent.to(device)
             rows = tokens.shape[0]
             if rows % B:
                 raise ValueError(f"step_fn got {rows} rows, not a multiple of the {B} users of this batch")
             group = rows // B      # beams per user; rows are user-major (row = user * group + beam)
-            x = F.embedding(tokens, embed)                                                        # [rows, d]
+            x = F.embedding(tokens, self.dec_embed).float()                   # [rows, d], residual stream in fp32
+            if t == 0:
+                cache["cur"] = torch.empty(len(layers), 1, rows, 2, H, dk, dtype=dt, device=device)
+            else:
+                if cache["nxt"] is None or cache["nxt"].shape[2] != rows:
+                    cache["nxt"] = torch.empty(len(layers), steps, rows, 2, H, dk, dtype=dt, device=device)
+                nxt = cache["nxt"]
+                for i in range(len(layers)):                     # follow each beam to the row it extends
+                    torch.index_select(cache["cur"][i, :t], 1, parent, out=nxt[i, :t])
+                cache["cur"], cache["nxt"] = nxt, (cache["cur"] if cache["cur"].shape[1] == steps else None)
+            kv_all = cache["cur"]
             bias = pos_bias[:, :, t:t + 1, :t + 1]
             for i, w in enumerate(layers):
                 # causal self-attention over the cached prefix (one new query per row)
-                qkv = F.linear(rms_norm(x, w["norm_sa"], w["eps"]), w["w_qkv"]).view(rows, 3, H, 1, dk)
-                kv = qkv[:, 1:]                                                                    # [rows, 2, H, 1, dk]
-                kv = torch.cat([past[i], kv], dim=3) if t else kv.contiguous()
-                past[i] = kv
-                a = F.scaled_dot_product_attention(qkv[:, 0], kv[:, 0], kv[:, 1], attn_mask=bias.to(kv.dtype),
+                qkv = F.linear(norm(x, w["norm_sa"], w["eps"]), w["w_qkv"]).view(rows, 3, H, dk)
+                kv_all[i, t] = qkv[:, 1:]
+                kv = kv_all[i, :t + 1]                                                        # [t+1, rows, 2, H, dk]
+                a = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:, :, 0].permute(1, 2, 0, 3),
+                                                   kv[:, :, 1].permute(1, 2, 0, 3), attn_mask=bias,
                                                    scale=1.0)                                     # [rows, H, 1, dk]
-                x = x + F.linear(a.reshape(rows, inner), w["w_sa_o"])
-                # cross-attention: the user's beams are the query axis of one attention over the user's K/V
-                q = F.linear(rms_norm(x, w["norm_ca"], w["eps"]), w["w_ca_q"]).view(B, group, H, dk).transpose(1, 2)
-                a = F.scaled_dot_product_attention(q, w["cross_k"].to(q.dtype), w["cross_v"].to(q.dtype),
-                                                   attn_mask=enc_mask, scale=1.0)                 # [B, H, g, dk]
-                x = x + F.linear(a.transpose(1, 2).reshape(rows, inner), w["w_ca_o"])
+                x = x + F.linear(a.reshape(rows, inner), w["w_sa_o"]).float()
+                # cross-attention: a user's beams are the query axis of one attention over that user's K/V
+                q = F.linear(norm(x, w["norm_ca"], w["eps"]), w["w_ca_q"])
+                x = x + F.linear(cross_attention(q, i, group), w["w_ca_o"]).float()
                 # ReLU feed-forward
-                h = F.relu(F.linear(rms_norm(x, w["norm_ff"], w["eps"]), w["w_wi"]))
-                x = x + F.linear(h, w["w_wo"])
-            x = rms_norm(x, final_norm, final_eps) * self.output_scale
-            log_probs = torch.log_softmax(F.linear(x, lm_head).float(), dim=-1)
+                h = F.relu(F.linear(norm(x, w["norm_ff"], w["eps"]), w["w_wi"]))
+                x = x + F.linear(h, w["w_wo"]).float()
+            x = norm(x, self.dec_final.weight, self.dec_final.variance_epsilon) * self.output_scale
+            log_probs = torch.log_softmax(F.linear(x, self.lm_head).float(), dim=-1)
             return log_probs[:, offsets[t]:offsets[t] + vocab.num_codes]
 
         return step_fn
@@ -140,7 +227,8 @@ def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
 
     Users are processed in order of input length (so a batch pads little), ``batch_size`` at a time, each batch
     through ``constrained_beam_search`` with :class:`TigerDecoder` as ``step_fn``; rows come back in input order.
-    ``autocast_dtype`` (e.g. ``torch.bfloat16`` on a GPU) runs the model under autocast; scores stay float32.
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the matmuls in that precision (see :class:`TigerDecoder`);
+    scores stay float32.
     ``backend`` picks the trie step kernel of the search (default: the fastest that runs here).
     """
     from letter_fast.genrec import constrained_beam_search
@@ -151,7 +239,7 @@ def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    decoder = TigerDecoder(model, vocab)
+    decoder = TigerDecoder(model, vocab, dtype=autocast_dtype)
     S = len(sequences)
     order = torch.argsort(sequences.lengths.cpu(), stable=True)
     item_ids = torch.full((S, num_return), -1, dtype=torch.long)
@@ -166,11 +254,10 @@ def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
         for start in batches:
             rows = order[start:start + batch_size]
             ids, mask, _ = sequences.batch(rows, device=device)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                step_fn = decoder.start(ids, mask)
-                items, item_scores, idents = constrained_beam_search(step_fn, ids.shape[0], num_beams, index,
-                                                                     num_return=num_return, return_identifiers=True,
-                                                                     backend=backend)
+            step_fn = decoder.start(ids, mask)
+            items, item_scores, idents = constrained_beam_search(step_fn, ids.shape[0], num_beams, index,
+                                                                 num_return=num_return, return_identifiers=True,
+                                                                 backend=backend)
             item_ids[rows] = items.cpu()
             identifiers[rows] = idents.cpu()
             scores[rows] = item_scores.float().cpu()

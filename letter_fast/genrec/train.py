@@ -364,7 +364,7 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
             if bar is not None:
                 bar.update(1)
                 if state["step"] % 20 == 0:
-                    bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             out_of_budget = ((config.max_steps and state["step"] >= config.max_steps)
                              or (config.time_budget_s and state["train_time"] >= config.time_budget_s))
             if out_of_budget or (config.eval_every_steps and state["step"] % config.eval_every_steps == 0

@@ -109,7 +109,8 @@ def test_training_decreases_the_loss():
     assert losses[-1] < 0.5 * losses[0], f"loss went {losses[0]:.3f} -> {losses[-1]:.3f}"
 
 
-def test_decoder_steps_equal_full_forward():
+@pytest.mark.parametrize("chunk_users", [1, 2, 32])
+def test_decoder_steps_equal_full_forward(chunk_users):
     """Cached self-attention + per-user shared cross-attention K/V give the logits of a plain forward pass."""
     vocab = CodeVocabulary(3, 7)
     model = build_tiger(vocab, TINY, seed=1).eval()
@@ -119,7 +120,7 @@ def test_decoder_steps_equal_full_forward():
     mask = torch.ones_like(ids)
     mask[1, 5:] = 0
     ids[1, 5:] = PAD_ID
-    step = TigerDecoder(model, vocab).start(ids, mask)
+    step = TigerDecoder(model, vocab, chunk_users=chunk_users).start(ids, mask)
     codes = torch.randint(0, 7, (B * beams, 3), generator=g)
     outs = [step(torch.zeros(B, 0, dtype=torch.long), None).repeat_interleave(beams, 0)]
     outs.append(step(codes[:, :1], torch.arange(B).repeat_interleave(beams)))
