@@ -13,7 +13,7 @@ import sys
 import letter_fast
 
 # Subcommand modules, in the order --help lists them.
-COMMANDS = ["quantize", "train_tiger", "evaluate"]
+COMMANDS = ["quantize", "embed", "train-cf", "train-tiger", "evaluate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="what was built and which backends run here")
     info.set_defaults(run=lambda args: (importlib.import_module("letter_fast.info").main([]), 0)[1])
     for name in COMMANDS:
-        importlib.import_module(f"letter_fast.commands.{name}").add_parser(sub)
+        importlib.import_module(f"letter_fast.commands.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 

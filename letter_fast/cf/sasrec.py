@@ -1,0 +1,353 @@
+"""SASRec (Kang & McAuley, ICDM 2018): the collaborative signal of LETTER and the papers' SASRec baseline.
+
+Model. Item ``i`` has an embedding ``e_i`` (row ``i + 1`` of the table; row 0 is padding) and position ``p``
+an embedding ``P_p``. A left-padded history ``x_1..x_T`` becomes ``h^0_t = sqrt(d) e_{x_t} + P_t`` and goes
+through ``num_blocks`` blocks of causal self-attention and a point-wise feed-forward net, each
+pre-LayerNorm with a residual, dropout (``attn_dropout`` on the attention weights) and padding rows
+zeroed; a final LayerNorm gives ``F_t``.
+The score of item ``j`` as the next item after position ``t`` is ``r_{t,j} = F_t . e_j`` (shared item table).
+
+Training. Every position of a training window predicts the next item: binary cross-entropy with the true
+next item ``o_t`` and one uniformly sampled negative ``n_t != o_t`` per position,
+
+    L = - sum_t [ log sigma(r_{t,o_t}) + log(1 - sigma(r_{t,n_t})) ] / #positions,
+
+(the original samples negatives outside the user's whole sequence; here only the target is excluded, which
+keeps sampling vectorized and differs for a negligible share of draws). Adam, early stopping on the
+validation NDCG@10 (full ranking over all items), best weights kept.
+
+Output. ``e_1..e_V``, the item table without the padding row, as a float32 ``[V, d]`` tensor: the CF
+embeddings the LETTER tokenizer aligns its quantized embeddings with (d = 32 in the paper).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from letter_fast.data.splits import PAD, SequenceSamples, leave_one_out, training_windows
+from letter_fast.io import PathLike, atomic_write, save_tensor
+from letter_fast.metrics import format_metrics, ranks_from_scores, topk_metrics
+
+
+@dataclass
+class SASRecConfig:
+    """Settings of ``letter-fast train-cf`` (commented copy: letter_fast/configs/sasrec.toml)."""
+
+    dim: int = field(default=32, metadata={"help": "embedding size d (LETTER uses 32)"})
+    num_blocks: int = field(default=2, metadata={"help": "self-attention blocks"})
+    num_heads: int = field(default=1, metadata={"help": "attention heads (must divide dim)"})
+    dropout: float = field(default=0.2, metadata={"help": "dropout rate on embeddings, residual branches and FFN"})
+    attn_dropout: float = field(default=0.0, metadata={"help": "dropout rate on attention weights (the original "
+                                                               "uses the main rate; 0 halves the attention cost)"})
+    max_len: int = field(default=20, metadata={"help": "window / history length (the papers cut histories to 20)"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "Adam L2 weight decay"})
+    batch_size: int = field(default=256, metadata={"help": "training windows per step"})
+    epochs: int = field(default=200, metadata={"help": "maximum epochs"})
+    patience: int = field(default=10, metadata={"help": "stop after this many evaluations without a better "
+                                                        "validation NDCG@10"})
+    eval_every: int = field(default=1, metadata={"help": "evaluate on the validation split every N epochs"})
+    checkpoint_every: int = field(default=1, metadata={"help": "write the resumable checkpoint every N epochs"})
+    time_budget_min: float = field(default=0.0, metadata={"help": "stop training after this many minutes of this "
+                                                                  "run (0 = no limit); the best weights are kept"})
+    eval_batch_size: int = field(default=2048, metadata={"help": "users per full-ranking evaluation batch"})
+    seed: int = field(default=0, metadata={"help": "random seed (init, shuffling, negatives, dropout)"})
+    device: str = field(default="cpu", metadata={"help": "torch device"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads (0 = torch's default); at d = 32 the "
+                                                      "ops are tiny and 1 thread is fastest on a shared CPU"})
+
+    def check(self) -> "SASRecConfig":
+        positive = ("dim", "num_blocks", "num_heads", "max_len", "batch_size", "epochs", "patience", "eval_every",
+                    "checkpoint_every", "eval_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"SASRec config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"SASRec config: num_heads ({self.num_heads}) must divide dim ({self.dim})")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.attn_dropout < 1.0):
+            raise ValueError(f"SASRec config: dropout rates must be in [0, 1), got {self.dropout}, {self.attn_dropout}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.time_budget_min < 0:
+            raise ValueError("SASRec config: lr must be > 0, weight_decay and time_budget_min >= 0")
+        return self
+
+
+# Settings that change the model or the data it sees: a checkpoint is only resumed when they match.
+_MODEL_KEYS = ("dim", "num_blocks", "num_heads", "max_len", "seed")
+
+
+class SASRecBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, dropout: float, attn_dropout: float = 0.0):
+        super().__init__()
+        self.num_heads, self.dropout, self.attn_dropout = num_heads, dropout, attn_dropout
+        self.attn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.ffn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim),
+                                 nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        h = self.attn_norm(x)
+        q, k, v = self.qkv(h).view(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        x = h + F.dropout(self.out(a.transpose(1, 2).reshape(B, T, D)), self.dropout, self.training)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class SASRec(nn.Module):
+    """Self-attentive sequential recommender over ``num_items`` items (ids ``0..V-1``; ``PAD = -1`` pads)."""
+
+    def __init__(self, num_items: int, *, dim: int = 32, num_blocks: int = 2, num_heads: int = 1,
+                 dropout: float = 0.2, attn_dropout: float = 0.0, max_len: int = 20):
+        super().__init__()
+        if num_items < 1:
+            raise ValueError(f"SASRec needs at least one item, got num_items={num_items}")
+        self.num_items, self.dim, self.max_len = num_items, dim, max_len
+        self.item_table = nn.Embedding(num_items + 1, dim, padding_idx=0)
+        self.positions = nn.Embedding(max_len, dim)
+        self.emb_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(SASRecBlock(dim, num_heads, dropout, attn_dropout) for _ in range(num_blocks))
+        self.final_norm = nn.LayerNorm(dim, eps=1e-8)
+        nn.init.xavier_normal_(self.item_table.weight[1:].data)
+        nn.init.xavier_normal_(self.positions.weight.data)
+        with torch.no_grad():
+            self.item_table.weight[0].zero_()
+
+    def item_embeddings(self) -> torch.Tensor:
+        """``[V, d]``: row i is item i (the padding row dropped)."""
+        return self.item_table.weight[1:]
+
+    def _fit_length(self, history: torch.Tensor) -> torch.Tensor:
+        T = history.shape[1]
+        if T > self.max_len:
+            return history[:, -self.max_len:]
+        if T < self.max_len:
+            return F.pad(history, (self.max_len - T, 0), value=PAD)
+        return history
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """Left-padded ``[B, T]`` item ids (PAD = -1) -> ``[B, max_len, d]`` states ``F_t``."""
+        history = self._fit_length(history)
+        valid = history != PAD
+        x = self.item_table(history + 1) * math.sqrt(self.dim) + self.positions.weight[None]
+        x = self.emb_dropout(x) * valid[..., None]
+        T = history.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool, device=history.device).tril()
+        eye = torch.eye(T, dtype=torch.bool, device=history.device)
+        # attend to earlier real items; every row may attend to itself so padding rows stay finite
+        attn_mask = (causal[None] & valid[:, None, :]) | eye[None]
+        attn_mask = attn_mask[:, None]
+        for block in self.blocks:
+            x = block(x, attn_mask) * valid[..., None]
+        return self.final_norm(x)
+
+    def score_next(self, history: torch.Tensor) -> torch.Tensor:
+        """``[B, V]`` scores of every item as the next one after each (left-padded) history."""
+        return self.forward(history)[:, -1] @ self.item_embeddings().T
+
+    def bce_loss(self, inputs: torch.Tensor, targets: torch.Tensor, generator: Optional[torch.Generator] = None
+                 ) -> torch.Tensor:
+        """The SASRec training loss (module docstring) on ``[B, T]`` windows (PAD where no target)."""
+        states = self.forward(inputs)
+        targets = self._fit_length(targets)
+        valid = targets != PAD
+        pos = targets.clamp(min=0)
+        offset = torch.randint(1, self.num_items, pos.shape, generator=generator, device="cpu").to(pos.device) \
+            if self.num_items > 1 else torch.zeros_like(pos)
+        neg = (pos + offset) % self.num_items  # uniform over items != target
+        table = self.item_table.weight
+        pos_logit = (states * table[pos + 1]).sum(-1)
+        neg_logit = (states * table[neg + 1]).sum(-1)
+        loss = F.softplus(-pos_logit) + F.softplus(neg_logit)  # -log s(x) = softplus(-x), -log(1 - s(x)) = softplus(x)
+        return (loss * valid).sum() / valid.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def evaluate_ranking(model: SASRec, samples: SequenceSamples, *, batch_size: int = 2048, ks: Sequence[int] = (5, 10)
+                     ) -> dict[str, float]:
+    """Recall/NDCG@K of ``model`` on ``samples`` (one target per user), full ranking over all items."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ranks = []
+    for batch in samples.batches(batch_size):
+        scores = model.score_next(batch.history.to(device))
+        ranks.append(ranks_from_scores(scores, batch.target.to(device)).cpu())
+    model.train(was_training)
+    return topk_metrics(torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long), ks)
+
+
+@dataclass
+class SASRecResult:
+    model: SASRec
+    embeddings: torch.Tensor  # [V, d] float32, from the best epoch
+    valid_metrics: dict
+    test_metrics: dict
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    log: list = field(default_factory=list)
+
+
+def _checkpoint_state(model, optimizer, epoch, best_state, best_score, best_epoch, bad_evals, log, cfg, gen,
+                      train_seconds):
+    return {
+        "format": "letter_fast.sasrec.checkpoint/1",
+        "config": asdict(cfg),
+        "num_items": model.num_items,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "best_state": best_state,
+        "best_score": best_score,
+        "best_epoch": best_epoch,
+        "bad_evals": bad_evals,
+        "log": log,
+        "torch_rng": torch.get_rng_state(),
+        "generator": gen.get_state(),
+        "train_seconds": train_seconds,
+    }
+
+
+def train_sasrec(
+    histories: Sequence[Sequence[int]],
+    num_items: int,
+    config: Optional[SASRecConfig] = None,
+    *,
+    checkpoint: Optional[PathLike] = None,
+    resume: bool = True,
+    progress: bool = True,
+    log_fn=print,
+) -> SASRecResult:
+    """Train SASRec on the leave-one-out training part of ``histories``; evaluate on validation and test.
+
+    ``checkpoint``: path of a resumable checkpoint written every ``checkpoint_every`` epochs (atomically);
+    with ``resume`` an existing one whose model settings and item count match is continued.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = (config or SASRecConfig()).check()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    split = leave_one_out(histories, num_items, max_history=cfg.max_len)
+    inputs, targets = training_windows(histories, cfg.max_len)
+    if len(split.valid) == 0 or inputs.shape[0] == 0:
+        raise ValueError("SASRec needs users with at least 4 interactions (training targets and a validation item)")
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = SASRec(num_items, dim=cfg.dim, num_blocks=cfg.num_blocks, num_heads=cfg.num_heads,
+                   dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, max_len=cfg.max_len).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    start_epoch, best_score, best_epoch, bad_evals, best_state, log, prior_seconds = 0, -1.0, 0, 0, None, [], 0.0
+
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = state.get("config", {})
+        mismatch = [k for k in _MODEL_KEYS if saved.get(k) != getattr(cfg, k)]
+        if state.get("num_items") != num_items or mismatch:
+            raise ValueError(f"checkpoint {ckpt_path} was made with other settings ({', '.join(mismatch) or 'num_items'}"
+                             "); pass --no-resume or another --out-dir")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best_score, best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
+        bad_evals, best_state, log = state["bad_evals"], state["best_state"], state["log"]
+        prior_seconds = state.get("train_seconds", 0.0)
+        torch.set_rng_state(state["torch_rng"])
+        gen.set_state(state["generator"])
+        log_fn(f"resumed from {ckpt_path} after epoch {start_epoch} (best valid NDCG@10 {best_score:.4f} "
+               f"at epoch {best_epoch})")
+
+    inputs, targets = inputs.to(device), targets.to(device)
+    steps_per_epoch = (inputs.shape[0] + cfg.batch_size - 1) // cfg.batch_size
+    t_start = time.perf_counter()
+    epoch = start_epoch
+    stopped = "max epochs"
+    if bad_evals >= cfg.patience:
+        stopped = "early stop (already reached in the checkpoint)"
+    else:
+        with tqdm(total=cfg.epochs, initial=start_epoch, desc="sasrec", unit="epoch", disable=not progress) as bar:
+            while epoch < cfg.epochs:
+                model.train()
+                order = torch.randperm(inputs.shape[0], generator=gen).to(device)
+                total = 0.0
+                for s in range(steps_per_epoch):
+                    idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                    loss = model.bce_loss(inputs[idx], targets[idx], generator=gen)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.detach().item()
+                epoch += 1
+                entry = {"epoch": epoch, "loss": total / steps_per_epoch}
+                if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                    metrics = evaluate_ranking(model, split.valid, batch_size=cfg.eval_batch_size)
+                    entry.update({f"valid_{k}": v for k, v in metrics.items()})
+                    if metrics["ndcg@10"] > best_score:
+                        best_score, best_epoch, bad_evals = metrics["ndcg@10"], epoch, 0
+                        best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+                    else:
+                        bad_evals += 1
+                    bar.set_postfix(loss=f"{entry['loss']:.4f}", ndcg10=f"{metrics['ndcg@10']:.4f}",
+                                    best=f"{best_score:.4f}@{best_epoch}")
+                log.append(entry)
+                bar.update(1)
+                elapsed = time.perf_counter() - t_start
+                done = bad_evals >= cfg.patience
+                out_of_time = cfg.time_budget_min > 0 and elapsed > cfg.time_budget_min * 60
+                if ckpt_path is not None and (epoch % cfg.checkpoint_every == 0 or done or out_of_time
+                                              or epoch == cfg.epochs):
+                    state = _checkpoint_state(model, optimizer, epoch, best_state, best_score, best_epoch, bad_evals,
+                                              log, cfg, gen, prior_seconds + elapsed)
+                    atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+                if done:
+                    stopped = f"early stop: no better validation NDCG@10 in {cfg.patience} evaluations"
+                    break
+                if out_of_time:
+                    stopped = f"time budget of {cfg.time_budget_min:g} min reached"
+                    break
+    train_seconds = prior_seconds + time.perf_counter() - t_start
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    valid_metrics = evaluate_ranking(model, split.valid, batch_size=cfg.eval_batch_size)
+    test_metrics = evaluate_ranking(model, split.test, batch_size=cfg.eval_batch_size)
+    log_fn(f"{stopped} after epoch {epoch}; best epoch {best_epoch}")
+    log_fn(f"valid: {format_metrics(valid_metrics)}")
+    log_fn(f"test:  {format_metrics(test_metrics)}")
+    return SASRecResult(model=model, embeddings=model.item_embeddings().detach().cpu().float().contiguous(),
+                        valid_metrics=valid_metrics, test_metrics=test_metrics, best_epoch=best_epoch,
+                        epochs_run=epoch, train_seconds=train_seconds, log=log)
+
+
+def save_result(result: SASRecResult, out_dir: PathLike, name: str, config: SASRecConfig) -> dict[str, Path]:
+    """Write ``<Name>.sasrec-emb{d}.pt`` ([V, d] float32), ``metrics.json`` and the model weights, atomically."""
+    out_dir = Path(out_dir)
+    emb_path = out_dir / f"{name}.sasrec-emb{result.embeddings.shape[1]}.pt"
+    save_tensor(result.embeddings, emb_path)
+    model_path = out_dir / "sasrec.model.pt"
+    atomic_write(model_path, lambda tmp: torch.save(result.model.state_dict(), tmp))
+    summary = {"data_set": name, "num_items": result.model.num_items, "config": asdict(config),
+               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+               "train_seconds": round(result.train_seconds, 1), "valid": result.valid_metrics,
+               "test": result.test_metrics, "log": result.log}
+    metrics_path = out_dir / "metrics.json"
+    atomic_write(metrics_path, lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    return {"embeddings": emb_path, "model": model_path, "metrics": metrics_path}
+
+
+__all__ = ["SASRecConfig", "SASRec", "SASRecResult", "train_sasrec", "evaluate_ranking", "save_result"]
