@@ -5,9 +5,12 @@ a synthetic catalog of the same shape when the data is absent), batch 128, 20 be
 
 * ``hf-generate+dict-trie`` (reference): ``model.generate(num_beams=20, prefix_allowed_tokens_fn=...)`` over a Python
   dict trie, L codes + EOS, as the TIGER/LETTER reference code decodes;
+* ``hf-generate+dict-trie-bf16``: the same under bfloat16 autocast; ``hf-generate+TrieLogitsProcessor``: HF's loop
+  with letter_fast's vectorized trie instead of the dict (separates the decoder loop's gain from the trie's);
 * ``letter_fast-decoder+trie-<backend>``: :func:`letter_fast.genrec.tiger_decoder.recommend` (encoder once per user,
   cross-attention K/V shared by a user's beams, cached self-attention reordered through ``parent``) driving
-  ``constrained_beam_search`` with each trie-step backend that runs here.
+  ``constrained_beam_search`` with each trie-step backend that runs here; ``letter_fast-decoder-bf16+trie``: the same
+  with bfloat16 matmuls (AMX on this Xeon), float32 residual stream, norms and log-softmax.
 
 One call = one batch of 128 users; users/s = 128 / median seconds. Target (issue 6): at least 20x the users/s of the
 reference. Also recorded: agreement of the two top-10 lists (HF ranks with the EOS term, ours without; a trained
@@ -100,6 +103,19 @@ def cases(model, vocab, codes, users: TigerSequences, beams: int, device: str = 
 
     out.append(Case(NAME, "hf-generate+dict-trie-bf16", params, lambda: hf_bf16, device,
                     note="HF under bfloat16 autocast"))
+    try:
+        from letter_fast.genrec import TrieLogitsProcessor
+    except (ImportError, AttributeError):
+        TrieLogitsProcessor = None
+    if TrieLogitsProcessor is not None:   # HF's decoder loop with a tensor trie: isolates the decoder loop's share
+        from letter_fast.genrec.tiger import EOS_ID
+
+        offsets = [vocab.level_offset(level) for level in range(vocab.num_levels)]
+        processor = TrieLogitsProcessor(index, offsets, eos_token_id=EOS_ID, prompt_length=1, num_beams=beams)
+        out.append(Case(NAME, "hf-generate+TrieLogitsProcessor", params,
+                        lambda: (lambda: hf_generate_recommend(model, vocab, codes, ids, mask, num_beams=beams,
+                                                               with_eos=True, logits_processor=processor)),
+                        device, note="HF generate's loop, letter_fast's vectorized trie"))
     for backend, why in backends.available(torch.device(device)).items():
         if why is not None:
             continue

@@ -293,21 +293,26 @@ def dict_trie_prefix_fn(codes: torch.Tensor, vocab: CodeVocabulary) -> Callable:
 @torch.no_grad()
 def hf_generate_recommend(model, vocab: CodeVocabulary, codes: torch.Tensor, input_ids: torch.Tensor,
                           attention_mask: torch.Tensor, num_beams: int = 20, num_return: Optional[int] = None,
-                          prefix_fn: Optional[Callable] = None, with_eos: bool = True):
+                          prefix_fn: Optional[Callable] = None, with_eos: bool = True, logits_processor=None):
     """Recommend with Hugging Face ``generate`` + a dict trie (the baseline): ``(codes [B, R, L], scores [B, R])``.
 
     ``with_eos`` decodes the closing EOS as the reference TIGER code does (L + 1 tokens); without it the search
     stops after the L codes and ``scores`` are summed log-probabilities of the codes (``length_penalty=0``), the
-    quantity :func:`recommend` ranks by.
+    quantity :func:`recommend` ranks by. ``logits_processor`` (e.g. ``letter_fast.genrec.TrieLogitsProcessor``)
+    replaces the dict trie.
     """
     if num_beams < 2:
         raise ValueError("hf_generate_recommend needs num_beams >= 2 (generate with one beam is greedy search)")
     num_return = num_return or num_beams
-    prefix_fn = prefix_fn or dict_trie_prefix_fn(codes, vocab)
+    if logits_processor is None:
+        prefix_fn = prefix_fn or dict_trie_prefix_fn(codes, vocab)
+        constraint = dict(prefix_allowed_tokens_fn=prefix_fn)
+    else:
+        constraint = dict(logits_processor=[logits_processor])
     L = vocab.num_levels
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
                          num_return_sequences=num_return, max_new_tokens=L + 1 if with_eos else L,
-                         min_new_tokens=L if with_eos else None, prefix_allowed_tokens_fn=prefix_fn,
+                         min_new_tokens=L if with_eos else None, **constraint,
                          length_penalty=0.0, early_stopping=True, do_sample=False,
                          output_scores=True, return_dict_in_generate=True)
     seq = out.sequences[:, 1:L + 1]
