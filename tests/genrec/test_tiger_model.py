@@ -160,3 +160,19 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
         sched.step()
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
     assert all(a >= b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] < 0.01
+
+
+def test_bfloat16_decoder_stays_close_to_float32():
+    vocab = CodeVocabulary(2, 9)
+    model = build_tiger(vocab, TINY, seed=3).eval()
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(2, vocab.size, (4, 11), generator=g)
+    mask = torch.ones_like(ids)
+    fp32 = TigerDecoder(model, vocab).start(ids, mask)
+    bf16 = TigerDecoder(model, vocab, dtype=torch.bfloat16).start(ids, mask)
+    a, b = fp32(ids[:, :0], None), bf16(ids[:, :0], None)
+    assert b.dtype == torch.float32
+    assert (a - b).abs().max() < 0.05, f"bf16 log-probs off by {(a - b).abs().max():.3f}"
+    prefix = torch.randint(0, 9, (4, 1), generator=g)
+    a, b = fp32(prefix, torch.arange(4)), bf16(prefix, torch.arange(4))
+    assert (a - b).abs().max() < 0.05, f"bf16 log-probs off by {(a - b).abs().max():.3f}"
