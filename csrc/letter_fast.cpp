@@ -16,6 +16,9 @@ TORCH_LIBRARY(letter_fast, m) {
         "int beams_per_query, int k) -> (Tensor parent, Tensor code, Tensor child, Tensor score)");
   // Trie node of each code prefix [Q, t] (int64, -1 where the prefix leaves the trie).
   m.def("trie_walk(Tensor prefix, Tensor[] child_ptr, Tensor[] child_code) -> Tensor");
+  // Item index build (CPU): rows in identifier order (int32), per-level CSR (int32), identifier starts.
+  m.def("trie_build(Tensor codes, int[] num_codes) -> (Tensor order, Tensor[] child_ptr, Tensor[] child_code, "
+        "Tensor leaf_start)");
 }
 
 namespace {

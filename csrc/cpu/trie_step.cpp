@@ -5,6 +5,9 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
+#include <cstring>
+
+#include "trie_build_kernel.h"
 #include "trie_step_kernel.h"
 
 namespace letter_fast {
@@ -116,11 +119,42 @@ at::Tensor trie_walk_meta(const at::Tensor& prefix, at::TensorList, at::TensorLi
   return at::empty({prefix.size(0)}, prefix.options());
 }
 
+template <typename T>
+at::Tensor to_tensor(const std::vector<T>& v, at::ScalarType type) {
+  auto t = at::empty({static_cast<int64_t>(v.size())}, at::TensorOptions().dtype(type));
+  if (!v.empty()) std::memcpy(t.data_ptr(), v.data(), v.size() * sizeof(T));
+  return t;
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor> trie_build_cpu(
+    const at::Tensor& codes, at::IntArrayRef num_codes) {
+  TORCH_CHECK_VALUE(codes.dim() == 2 && codes.scalar_type() == at::kLong && codes.device().is_cpu(),
+                    "trie_build: codes must be a CPU int64 [V, L] tensor");
+  const int64_t V = codes.size(0), L = codes.size(1);
+  TORCH_CHECK_VALUE(static_cast<int64_t>(num_codes.size()) == L && L >= 1 && V >= 1,
+                    "trie_build: need V >= 1 rows and one num_codes entry per level");
+  std::vector<int64_t> levels(num_codes.begin(), num_codes.end());
+  for (auto n : levels) TORCH_CHECK_VALUE(n >= 1, "trie_build: num_codes must be >= 1");
+  TORCH_CHECK_VALUE(cpu::packed_bits(levels) <= 63 && V < (int64_t{1} << 31),
+                    "trie_build: needs sum(ceil(log2 num_codes)) <= 63 bits and V < 2^31 (use the PyTorch build)");
+  const auto built = cpu::build_trie(codes.data_ptr<int64_t>(), codes.stride(0), codes.stride(1), V, levels);
+  TORCH_CHECK_VALUE(built.bad_row < 0, "ItemIndex.from_codes: codes[", built.bad_row, ", ", built.bad_level, "] = ",
+                    built.bad_value, " is out of range: level ", built.bad_level, " has num_codes=",
+                    levels[built.bad_level], " (codes must lie in [0, ", levels[built.bad_level], "))");
+  std::vector<at::Tensor> ptr, code;
+  for (int64_t t = 0; t < L; ++t) {
+    ptr.push_back(to_tensor(built.child_ptr[t], at::kInt));
+    code.push_back(to_tensor(built.child_code[t], at::kInt));
+  }
+  return {to_tensor(built.order, at::kInt), ptr, code, to_tensor(built.leaf_start, at::kLong)};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(letter_fast, CPU, m) {
   m.impl("trie_step", &trie_step_cpu);
   m.impl("trie_walk", &trie_walk_cpu);
+  m.impl("trie_build", &trie_build_cpu);
 }
 TORCH_LIBRARY_IMPL(letter_fast, Meta, m) {
   m.impl("trie_step", &trie_step_meta);

@@ -22,5 +22,16 @@ cudaError_t residual_quantize(ElementType type, const void* z, int64_t stride_ro
                               const float* sq_norms, int64_t L, int64_t N, int64_t d,
                               int64_t* codes, void* z_hat, cudaStream_t stream);
 
+// Trie-masked beam step (math: csrc/cpu/trie_step_kernel.h). node [Q*B] int64, log_probs rows of
+// `type` at lp[r * stride_row + code * stride_col], scores [Q*B] float32, child_ptr int32,
+// child_code int16 (code_is_int32 = false) or int32; outputs [Q][k]. `scratch` is int64 device
+// memory of trie_step_scratch_elems(Q, B, N) elements (may be null when that is 0).
+int64_t trie_step_scratch_elems(int64_t Q, int64_t B, int64_t N);
+cudaError_t trie_step(ElementType type, const int64_t* node, const void* log_probs, int64_t stride_row,
+                      int64_t stride_col, const float* scores, const int32_t* child_ptr, const void* child_code,
+                      bool code_is_int32, int64_t Q, int64_t B, int64_t N, int64_t k, int64_t* out_parent,
+                      int64_t* out_code, int64_t* out_child, float* out_score, int64_t* scratch,
+                      cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace letter_fast

@@ -23,7 +23,7 @@ The nodes of level ``L`` are the *identifiers* (leaves), ``0..num_identifiers - 
 
 ``leaf_items``    ``[V]`` item ids (int32 when they fit) ordered by identifier; without collisions
                   identifier ``i`` is item ``leaf_items[i]``
-``leaf_ptr``      int64 ``[n_L + 1]`` only when collisions are allowed and present: identifier
+``leaf_ptr``      int32 (int64 beyond 2^31 items) ``[n_L + 1]`` only when collisions are allowed and present: identifier
                   ``i`` groups the items ``leaf_items[leaf_ptr[i]:leaf_ptr[i+1]]``, in input order;
                   its *first* item ``leaf_items[leaf_ptr[i]]`` stands for the group where one item
                   id is asked for (:meth:`lookup`, the beam search)
@@ -45,7 +45,8 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from letter_fast import io
+from letter_fast import _native, io
+from letter_fast.ops import backends
 
 _FORMAT = "letter_fast.ItemIndex"
 _VERSION = 1
@@ -196,6 +197,8 @@ class ItemIndex:
         item_ids: Optional[torch.Tensor] = None,
         num_codes: Union[int, Sequence[int], None] = None,
         allow_collisions: bool = False,
+        *,
+        backend: Optional[str] = None,
     ) -> "ItemIndex":
         """Build the index from ``codes [V, L]`` (row ``v`` is the identifier of item ``item_ids[v]``).
 
@@ -205,7 +208,9 @@ class ItemIndex:
         first ones, unless ``allow_collisions=True``: then each identifier groups its items (in
         input order) and its first item stands for it (see :meth:`items_of_identifier`).
 
-        The index lives on ``codes``' device.
+        The index lives on ``codes``' device. ``backend``: ``cpu`` builds with the native radix
+        sort + one scan (the default for CPU codes when the extension is built and
+        ``prod(num_codes) < 2^62``), ``reference`` with PyTorch sorts (any device).
         """
         op = "ItemIndex.from_codes"
         codes = _check_codes(codes, "codes", op)
@@ -219,10 +224,23 @@ class ItemIndex:
         levels = _levels_of(num_codes, L, op)
         if max(levels) > _INT32_MAX:
             raise ValueError(f"{op}: num_codes up to {_INT32_MAX} per level are supported, got {max(levels)}")
-        _check_range(codes, levels, "codes", op)
         device = codes.device
+        packable = math.prod(levels) < 2**62
+        name = (backend or "auto").lower()
+        native_reason = (backends.generic_reason("cpu", device)
+                         or (None if _native.has_native() and hasattr(torch.ops.letter_fast, "trie_build")
+                             else "letter_fast._C lacks trie_build (rebuild the extension)")
+                         or (None if sum((n - 1).bit_length() for n in levels) <= 63 and V <= _INT32_MAX
+                             else "the identifiers do not fit the native build's 63-bit packed key (or V >= 2^31)"))
+        if name == "cpu" and native_reason:
+            raise backends.BackendUnavailable(f"{op}: backend 'cpu' cannot run here: {native_reason}")
+        if name not in ("auto", "cpu", "reference"):
+            raise ValueError(f"{op}: unknown backend {name!r}; choose auto, cpu or reference")
+        native = name in ("auto", "cpu") and native_reason is None
+        if not native:
+            _check_range(codes, levels, "codes", op)
         if item_ids is None:
-            ids = torch.arange(V, device=device)
+            ids = None  # item v is row v
         else:
             if not isinstance(item_ids, torch.Tensor):
                 raise TypeError(f"{op}: item_ids must be an integer torch.Tensor [V], got {type(item_ids).__name__}")
@@ -236,8 +254,47 @@ class ItemIndex:
             if int(ids.min()) < 0:
                 raise ValueError(f"{op}: item_ids must be >= 0, got {int(ids.min())} at row {int(ids.argmin())}")
 
+        code_dtype = torch.int16 if max(levels) <= 2**15 - 1 else torch.int32
+        if native:
+            order, child_ptr, child_code, leaf_starts = torch.ops.letter_fast.trie_build(codes.contiguous(), list(levels))
+            child_code = [c.to(code_dtype) for c in child_code]
+        else:
+            order, child_ptr, child_code, leaf_starts = cls._build_torch(codes, levels, packable, code_dtype)
+        n_leaves = leaf_starts.numel()
+
+        # 3. Items in identifier order, collision groups, and the id -> position map.
+        leaf_ptr = None
+        if n_leaves < V:
+            leaf_ptr = torch.cat([leaf_starts, torch.tensor([V], device=device)])
+            leaf_ptr = leaf_ptr.to(torch.int32) if V <= _INT32_MAX else leaf_ptr
+            if not allow_collisions:
+                cls._raise_collision(codes, torch.arange(V, device=device) if ids is None else ids, order, leaf_ptr)
+        id_max = V - 1 if item_ids is None else int(ids.max())
+        leaf_items = order if item_ids is None else ids[order]
+        if id_max <= _INT32_MAX:
+            leaf_items = leaf_items.to(torch.int32)
+        del order
+        positions = torch.arange(V, device=device, dtype=torch.int32)
+        item_table = sorted_ids = sorted_pos = None
+        if id_max < 4 * V + 1024:
+            item_table = torch.full((id_max + 1,), -1, dtype=torch.int32, device=device) if item_ids is not None \
+                else torch.empty(V, dtype=torch.int32, device=device)
+            item_table[leaf_items] = positions
+            if item_ids is not None and int((item_table >= 0).sum()) != V:
+                cls._raise_duplicate_ids(ids)
+        else:
+            sorted_ids, perm = torch.sort(leaf_items.long())
+            if V > 1 and bool((sorted_ids[1:] == sorted_ids[:-1]).any()):
+                cls._raise_duplicate_ids(ids)
+            sorted_pos = positions[perm]
+        return cls(levels, child_ptr, child_code, leaf_items, leaf_ptr, item_table, sorted_ids, sorted_pos)
+
+    @staticmethod
+    def _build_torch(codes, levels, packable, code_dtype):
+        """The PyTorch build (any device): sort, then per level boundaries, codes and CSR offsets."""
+        V, L = codes.shape
+        device = codes.device
         # 1. Sort the identifiers (stable: a collision group keeps its items in input order).
-        packable = math.prod(levels) < 2**62
         if packable:
             key = codes[:, 0].clone()
             for level in range(1, L):
@@ -251,7 +308,6 @@ class ItemIndex:
             sorted_codes = codes[order]
 
         # 2. Per level: where a new prefix starts, its code, and the CSR offsets of its parent level.
-        code_dtype = torch.int16 if max(levels) <= 2**15 - 1 else torch.int32
         boundary = torch.zeros(V, dtype=torch.bool, device=device)  # "row starts a new prefix of length t"
         boundary[0] = True
         starts_prev = torch.zeros(1, dtype=torch.long, device=device)  # root: one node starting at row 0
@@ -271,39 +327,13 @@ class ItemIndex:
             starts = boundary.nonzero().squeeze(1)
             n_t = starts.numel()
             if n_t > _INT32_MAX:
-                raise ValueError(f"{op}: level {t} has {n_t} nodes; at most {_INT32_MAX} are supported")
+                raise ValueError(f"ItemIndex.from_codes: level {t} has {n_t} nodes; at most {_INT32_MAX} are supported")
             child_code.append(level_code[starts].to(code_dtype))
             ptr = torch.searchsorted(starts, starts_prev)
             child_ptr.append(torch.cat([ptr, torch.tensor([n_t], device=device)]).to(torch.int32))
             starts_prev = starts
             del level_code
-        leaf_starts = starts_prev
-        n_leaves = leaf_starts.numel()
-
-        # 3. Items in identifier order, collision groups, and the id -> position map.
-        leaf_ptr = None
-        if n_leaves < V:
-            leaf_ptr = torch.cat([leaf_starts, torch.tensor([V], device=device)])
-            if not allow_collisions:
-                cls._raise_collision(codes, ids, order, leaf_ptr)
-        leaf_items = ids[order]
-        del order
-        id_max = int(ids.max())
-        if id_max <= _INT32_MAX:
-            leaf_items = leaf_items.to(torch.int32)
-        positions = torch.arange(V, device=device, dtype=torch.int32)
-        item_table = sorted_ids = sorted_pos = None
-        if id_max < 4 * V + 1024:
-            item_table = torch.full((id_max + 1,), -1, dtype=torch.int32, device=device)
-            item_table[leaf_items.long()] = positions
-            if item_ids is not None and int((item_table >= 0).sum()) != V:
-                cls._raise_duplicate_ids(ids)
-        else:
-            sorted_ids, perm = torch.sort(leaf_items.long())
-            if V > 1 and bool((sorted_ids[1:] == sorted_ids[:-1]).any()):
-                cls._raise_duplicate_ids(ids)
-            sorted_pos = positions[perm]
-        return cls(levels, child_ptr, child_code, leaf_items, leaf_ptr, item_table, sorted_ids, sorted_pos)
+        return order, child_ptr, child_code, starts_prev
 
     @staticmethod
     def _raise_duplicate_ids(ids: torch.Tensor) -> None:
@@ -408,7 +438,7 @@ class ItemIndex:
         ok = identifier >= 0
         pos = identifier.clamp(min=0)
         if self.leaf_ptr is not None:
-            pos = self.leaf_ptr[pos]
+            pos = self.leaf_ptr[pos].long()
         items = self.leaf_items[pos].long() if self.num_items else pos
         return torch.where(ok, items, torch.full_like(items, -1))
 
@@ -419,7 +449,7 @@ class ItemIndex:
         if self.leaf_ptr is None:
             return ok.long()
         i = identifier.clamp(min=0)
-        return torch.where(ok, self.leaf_ptr[i + 1] - self.leaf_ptr[i], torch.zeros_like(i))
+        return torch.where(ok, (self.leaf_ptr[i + 1] - self.leaf_ptr[i]).long(), torch.zeros_like(i))
 
     def items_of_identifier(self, identifier: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All items of each identifier id ``[Q]`` as CSR: ``(items [total], offsets [Q + 1])``.
@@ -431,7 +461,7 @@ class ItemIndex:
         sizes = self.group_sizes(identifier)
         offsets = torch.zeros(identifier.numel() + 1, dtype=torch.long, device=self.device)
         torch.cumsum(sizes, 0, out=offsets[1:])
-        start = self.leaf_ptr[identifier.clamp(min=0)] if self.leaf_ptr is not None else identifier.clamp(min=0)
+        start = self.leaf_ptr[identifier.clamp(min=0)].long() if self.leaf_ptr is not None else identifier.clamp(min=0)
         owner = torch.repeat_interleave(torch.arange(identifier.numel(), device=self.device), sizes)
         pos = start[owner] + torch.arange(owner.numel(), device=self.device) - offsets[owner]
         return self.leaf_items[pos].long(), offsets
@@ -459,7 +489,7 @@ class ItemIndex:
         pos = self._positions_of(item_ids, "ItemIndex.identifier_of_items")
         if self.leaf_ptr is None:
             return pos
-        return torch.searchsorted(self.leaf_ptr, pos, right=True) - 1
+        return torch.searchsorted(self.leaf_ptr, pos.to(self.leaf_ptr.dtype), right=True).long() - 1
 
     def codes_of_identifier(self, identifier: torch.Tensor) -> torch.Tensor:
         """Code sequences ``[Q, L]`` of identifier ids ``[Q]`` (all >= 0)."""
@@ -481,5 +511,5 @@ class ItemIndex:
         """``(codes [V, L], item_ids [V])`` of every item, in identifier order."""
         ident = torch.arange(self.num_identifiers, device=self.device)
         if self.leaf_ptr is not None:
-            ident = torch.repeat_interleave(ident, self.leaf_ptr[1:] - self.leaf_ptr[:-1])
+            ident = torch.repeat_interleave(ident, (self.leaf_ptr[1:] - self.leaf_ptr[:-1]).long())
         return self.codes_of_identifier(ident), self.leaf_items.long()

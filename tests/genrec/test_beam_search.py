@@ -9,7 +9,9 @@ from letter_fast.genrec import ItemIndex, constrained_beam_search
 from tests.conftest import CPU_BACKENDS
 from tests.genrec.helpers import TableScorer, random_catalog
 
-SEARCH_BACKENDS = CPU_BACKENDS  # the trie step kernel that runs inside the search
+# The trie step kernel inside the search; the Triton interpreter is too slow for whole searches at
+# these beam widths, it gets the small search below (and every step shape in test_trie_step.py).
+SEARCH_BACKENDS = [b for b in CPU_BACKENDS if b != "triton"]
 
 
 def brute_force_topk(scorer, codes, ids, k):
@@ -89,15 +91,16 @@ def test_every_result_is_a_distinct_item(V, L, N, Q, K, seed, inf_share):
         assert torch.all(valid.sum(1) == min(K, codes.shape[0])), "every reachable item fills a slot"
 
 
-@pytest.mark.parametrize("backend", SEARCH_BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_backends_agree_on_a_search(backend):
+    Q, K = (2, 3) if backend == "triton" else (5, 10)
     codes = random_catalog(3000, 4, 12, seed=8)
     index = ItemIndex.from_codes(codes, num_codes=12)
-    scorer_ref, scorer = TableScorer(5, [12] * 4, seed=1), TableScorer(5, [12] * 4, seed=1)
-    ref = constrained_beam_search(scorer_ref, 5, 10, index, num_return=7, backend="reference")
-    got = constrained_beam_search(scorer, 5, 10, index, num_return=7, backend=backend)
+    scorer_ref, scorer = TableScorer(Q, [12] * 4, seed=1), TableScorer(Q, [12] * 4, seed=1)
+    ref = constrained_beam_search(scorer_ref, Q, K, index, num_return=K - 2, backend="reference")
+    got = constrained_beam_search(scorer, Q, K, index, num_return=K - 2, backend=backend)
     assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
-    assert ref[0].shape == (5, 7)
+    assert ref[0].shape == (Q, K - 2)
 
 
 def test_bfloat16_log_probs():

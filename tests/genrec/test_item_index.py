@@ -153,3 +153,21 @@ def test_to_same_device_and_memory_is_compact():
 def test_bad_input(bad, match):
     with pytest.raises((ValueError, TypeError), match=match):
         bad()
+
+
+@pytest.mark.skipif(not NATIVE, reason="letter_fast._C is not built")
+@pytest.mark.parametrize("V,L,N,collide", [(1, 1, 1, False), (5000, 4, 16, True), (3000, 3, [300, 2, 7], False), (800, 2, 40000, True)])
+def test_native_build_equals_torch_build(V, L, N, collide):
+    codes = random_catalog(V, L, N, seed=V, unique=not collide)
+    ids = torch.randperm(codes.shape[0]) * 7
+    levels = N if isinstance(N, list) else N
+    a = ItemIndex.from_codes(codes, item_ids=ids, num_codes=levels, allow_collisions=collide, backend="cpu")
+    b = ItemIndex.from_codes(codes, item_ids=ids, num_codes=levels, allow_collisions=collide, backend="reference")
+    assert len(a.tensors()) == len(b.tensors())
+    for x, y in zip(a.tensors(), b.tensors()):
+        assert x.dtype == y.dtype and torch.equal(x, y)
+    bad = torch.zeros(2, L, dtype=torch.long)
+    n0 = levels[0] if isinstance(levels, list) else levels
+    bad[1, 0] = n0
+    with pytest.raises(ValueError, match=rf"codes\[1, 0\] = {n0} is out of range"):
+        ItemIndex.from_codes(bad, num_codes=levels, backend="cpu")
