@@ -13,7 +13,7 @@ import sys
 import letter_fast
 
 # Subcommand modules, in the order --help lists them.
-COMMANDS = ["quantize", "embed", "train-cf", "tokenize", "inspect_codes"]
+COMMANDS = ["quantize", "embed", "train-cf", "tokenize", "inspect_codes", "train-tiger", "evaluate", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,319 @@
+"""The decoder loop TIGER needs for recommendation: trie-constrained beam search with shared per-user state.
+
+Hugging Face ``generate(num_beams=K)`` treats each beam as an independent sequence: it copies the encoder output K
+times per user (``expand`` + ``index_select``), recomputes cross-attention keys and values for every copy, and then
+asks a Python ``prefix_allowed_tokens_fn`` for every beam at every step. For TIGER (L = 4 decoder steps, 20 beams)
+that bookkeeping, not arithmetic, dominates.
+
+:class:`TigerDecoder` drives the same ``T5ForConditionalGeneration`` weights step by step for
+``letter_fast.genrec.constrained_beam_search`` (trie masking on tensors):
+
+* **encoder once per user**, at batch width B (not B x beams);
+* **cross-attention K/V once per user and never copied**: for layer i, ``K_i, V_i = enc @ W_k, enc @ W_v`` with shape
+  ``[B, heads, S, d_kv]``. All beams of a user sit at the same decoding step, so their queries are stacked along
+  the *query-length* axis: ``q [B, heads, beams, d_kv]`` attends to the user's single ``K_i`` in one batched matmul
+  (scaled-dot-product attention with the encoder padding mask). No ``[B * beams, S, d]`` tensor is ever built,
+  and a beam reorder never touches these tensors (beams only move within their own user's block of rows);
+* **cached decoder self-attention**: keys/values of the decoded prefix, ``[B * beams, heads, t, d_kv]`` per layer,
+  reordered through the search's ``parent`` index (``index_select``) and grown by one position per step;
+* the relative position bias of the decoder (T5's bucketed bias, causal) computed once for the L + 1 positions.
+
+The scores equal the model's: ``step_fn`` returns ``log_softmax`` over the whole vocabulary, restricted to the
+current level's code tokens, exactly what ``generate`` accumulates before masking (tests compare beams and scores
+with ``generate`` + a dict trie). The final EOS is not scored: after L codes EOS is the only allowed token and a
+trained TIGER gives it probability ~1 (every training target ends there).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from letter_fast.genrec.tiger import PAD_ID, CodeVocabulary, TigerSequences
+
+
+class TigerDecoder:
+    """Step functions over a trained TIGER model (see the module docstring); one ``start`` per batch of users."""
+
+    def __init__(self, model, vocab: CodeVocabulary, dtype: Optional[torch.dtype] = None, chunk_users: int = 32):
+        """``dtype``: the matmul precision (default: the model's). ``torch.bfloat16`` runs every matmul and attention
+        in bfloat16 (tensor cores on GPUs, AMX on recent Xeons) while the residual stream, the norms and the
+        log-softmax stay float32, as under autocast. ``chunk_users``: users per encoder / cross-attention chunk.
+
+        The weights are read (and cast) once here: build a new decoder after further training.
+        """
+        self.model = model
+        self.vocab = vocab
+        self.dtype = dt = dtype or next(model.parameters()).dtype
+        self.chunk_users = int(chunk_users)
+        cfg = model.config
+        if cfg.vocab_size != vocab.size:
+            raise ValueError(f"model vocabulary has {cfg.vocab_size} tokens but the code vocabulary {vocab.size}")
+        if getattr(cfg, "feed_forward_proj", "relu") != "relu":
+            raise ValueError("TigerDecoder implements TIGER's ReLU feed-forward (feed_forward_proj='relu'), got "
+                             f"{cfg.feed_forward_proj!r}")
+        self.heads, self.d_kv = cfg.num_heads, cfg.d_kv
+        self.inner = self.heads * self.d_kv
+        scale = getattr(cfg, "scale_decoder_outputs", getattr(cfg, "tie_word_embeddings", True))
+        self.output_scale = cfg.d_model ** -0.5 if scale else 1.0
+        self.d = cfg.d_model
+
+        def ffn(layer):
+            return dict(norm_ff=layer.layer_norm.weight, w_wi=layer.DenseReluDense.wi.weight.to(dt),
+                        w_wo=layer.DenseReluDense.wo.weight.to(dt))
+
+        self.enc_layers = []
+        for block in model.encoder.block:
+            sa_layer, ff_layer = block.layer
+            sa = sa_layer.SelfAttention
+            self.enc_layers.append(dict(
+                norm_sa=sa_layer.layer_norm.weight, eps=sa_layer.layer_norm.variance_epsilon,
+                w_qkv=torch.cat([sa.q.weight, sa.k.weight, sa.v.weight]).to(dt), w_o=sa.o.weight.to(dt),
+                **ffn(ff_layer)))
+        self.dec_layers = []
+        for block in model.decoder.block:
+            sa_layer, ca_layer, ff_layer = block.layer
+            sa, ca = sa_layer.SelfAttention, ca_layer.EncDecAttention
+            self.dec_layers.append(dict(
+                norm_sa=sa_layer.layer_norm.weight, eps=sa_layer.layer_norm.variance_epsilon,
+                w_qkv=torch.cat([sa.q.weight, sa.k.weight, sa.v.weight]).to(dt), w_sa_o=sa.o.weight.to(dt),
+                norm_ca=ca_layer.layer_norm.weight, w_ca_q=ca.q.weight.to(dt), w_ca_o=ca.o.weight.to(dt),
+                w_ca_kv=torch.cat([ca.k.weight, ca.v.weight]).to(dt), **ffn(ff_layer)))
+        self.enc_bias = model.encoder.block[0].layer[0].SelfAttention       # relative position bias (bidirectional)
+        self.dec_bias = model.decoder.block[0].layer[0].SelfAttention       # relative position bias (causal)
+        self.enc_final = model.encoder.final_layer_norm
+        self.dec_final = model.decoder.final_layer_norm
+        self.enc_embed = model.encoder.embed_tokens.weight
+        self.dec_embed = model.decoder.embed_tokens.weight
+        self.lm_head = model.lm_head.weight.to(dt)
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        """T5LayerNorm (scale only, no mean subtraction) in float32; returned in the matmul dtype."""
+        return F.rms_norm(x, (self.d,), weight.float(), eps).to(self.dtype)
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The T5 encoder on one chunk of users (right-padded): ``[b, S, d]`` in the matmul dtype."""
+        b, S = input_ids.shape
+        H, dk, inner, dt = self.heads, self.d_kv, self.inner, self.dtype
+        x = F.embedding(input_ids, self.enc_embed).float()
+        bias = self.enc_bias.compute_bias(S, S, device=input_ids.device).to(dt)                  # [1, H, S, S]
+        keep = attention_mask.bool()[:, None, None, :]
+        attn_mask = bias.masked_fill(~keep, float("-inf"))                                       # [b, H, S, S]
+        for w in self.enc_layers:
+            q, k, v = F.linear(self._norm(x, w["norm_sa"], w["eps"]), w["w_qkv"]).view(b, S, 3, H, dk) \
+                .permute(2, 0, 3, 1, 4).unbind(0)                                                # [b, H, S, dk]
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
+            x = x + F.linear(a.transpose(1, 2).reshape(b, S, inner), w["w_o"]).float()
+            h = F.relu(F.linear(self._norm(x, w["norm_ff"], w["eps"]), w["w_wi"]))
+            x = x + F.linear(h, w["w_wo"]).float()
+        return self._norm(x, self.enc_final.weight, self.enc_final.variance_epsilon)
+
+    @torch.no_grad()
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Callable:
+        """Encode one batch of users and return ``step_fn(prefix, parent) -> log_probs [rows, num_codes]``.
+
+        ``input_ids``/``attention_mask`` ``[B, S]`` right-padded (as :class:`TigerSequences` builds them).
+        Users are encoded in chunks of similar length (each padded only to its own longest history), and each
+        chunk keeps its own cross-attention keys/values.
+        """
+        vocab = self.vocab
+        B = input_ids.shape[0]
+        H, dk, inner, dt = self.heads, self.d_kv, self.inner, self.dtype
+        device = input_ids.device
+        lengths = attention_mask.sum(1)
+        right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
+        order = torch.argsort(lengths, stable=True)
+        chunks = []
+        for users in order.split(max(1, self.chunk_users)):
+            S = int(lengths[users].max()) if right_padded else input_ids.shape[1]
+            first = int(users[0])
+            contiguous = bool((users == torch.arange(first, first + users.numel(), device=device)).all())
+            enc = self._encode(input_ids[users, :S], attention_mask[users, :S])                  # [b, S, d]
+            kv = [F.linear(enc, w["w_ca_kv"]).view(users.numel(), S, 2, H, dk).permute(2, 0, 3, 1, 4)
+                  for w in self.dec_layers]                                                      # [2, b, H, S, dk]
+            chunks.append(dict(users=users, first=first if contiguous else None, kv=kv,
+                               mask=attention_mask[users, :S].bool()[:, None, None, :]))
+        ordered = all(c["first"] is not None for c in chunks) and bool((order == torch.arange(B, device=device)).all())
+        steps = vocab.num_levels
+        # causal relative position bias of all decoder positions, [1, H, L, L]; row t = query position t
+        pos_bias = self.dec_bias.compute_bias(steps, steps, device=device).to(dt)
+        layers = self.dec_layers
+        # self-attention cache: per layer, position-major [L, rows, 2, H, dk] (keys, values), in two buffers used in
+        # turn: a step gathers positions < t of the previous buffer through ``parent`` straight into the other one
+        # (one index_select, no concatenation) and writes position t in place.
+        cache = {"cur": None, "nxt": None}
+        offsets = [vocab.level_offset(t) for t in range(steps)]
+        norm = self._norm
+
+        def cross_attention(q: torch.Tensor, i: int, group: int) -> torch.Tensor:
+            """``q [rows, inner]`` (rows user-major, ``group`` per user) attends to its own user's encoder states."""
+            outs, out = [], (None if ordered else torch.empty_like(q))
+            beams = torch.arange(group, device=device)
+            for c in chunks:
+                b = c["users"].numel()
+                if ordered:
+                    qc = q[c["first"] * group:(c["first"] + b) * group]
+                else:
+                    rows_c = (c["users"][:, None] * group + beams).reshape(-1)
+                    qc = q.index_select(0, rows_c)
+                qc = qc.view(b, group, H, dk).transpose(1, 2)                                   # [b, H, g, dk]
+                k, v = c["kv"][i]
+                a = F.scaled_dot_product_attention(qc, k, v, attn_mask=c["mask"], scale=1.0)     # [b, H, g, dk]
+                a = a.transpose(1, 2).reshape(b * group, inner)
+                if ordered:
+                    outs.append(a)
+                else:
+                    out.index_copy_(0, rows_c, a)
+            return torch.cat(outs) if ordered else out
+
+        @torch.no_grad()
+        def step_fn(prefix: torch.Tensor, parent: Optional[torch.Tensor]) -> torch.Tensor:
+            t = prefix.shape[1]
+            if t >= steps:
+                raise ValueError(f"TIGER step_fn called for level {t} but identifiers have {steps} levels")
+            if t == 0:
+                tokens = torch.full((B,), PAD_ID, dtype=torch.long, device=device)   # the decoder start token
+            else:
+                tokens = prefix[:, -1].to(device) + offsets[t - 1]
+                parent = parent.to(device)
+            rows = tokens.shape[0]
+            if rows % B:
+                raise ValueError(f"step_fn got {rows} rows, not a multiple of the {B} users of this batch")
+            group = rows // B      # beams per user; rows are user-major (row = user * group + beam)
+            x = F.embedding(tokens, self.dec_embed).float()                   # [rows, d], residual stream in fp32
+            if t == 0:
+                cache["cur"] = torch.empty(len(layers), 1, rows, 2, H, dk, dtype=dt, device=device)
+            else:
+                if cache["nxt"] is None or cache["nxt"].shape[2] != rows:
+                    cache["nxt"] = torch.empty(len(layers), steps, rows, 2, H, dk, dtype=dt, device=device)
+                nxt = cache["nxt"]
+                for i in range(len(layers)):                     # follow each beam to the row it extends
+                    torch.index_select(cache["cur"][i, :t], 1, parent, out=nxt[i, :t])
+                cache["cur"], cache["nxt"] = nxt, (cache["cur"] if cache["cur"].shape[1] == steps else None)
+            kv_all = cache["cur"]
+            bias = pos_bias[:, :, t:t + 1, :t + 1]
+            for i, w in enumerate(layers):
+                # causal self-attention over the cached prefix (one new query per row)
+                qkv = F.linear(norm(x, w["norm_sa"], w["eps"]), w["w_qkv"]).view(rows, 3, H, dk)
+                kv_all[i, t] = qkv[:, 1:]
+                kv = kv_all[i, :t + 1]                                                        # [t+1, rows, 2, H, dk]
+                a = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:, :, 0].permute(1, 2, 0, 3),
+                                                   kv[:, :, 1].permute(1, 2, 0, 3), attn_mask=bias,
+                                                   scale=1.0)                                     # [rows, H, 1, dk]
+                x = x + F.linear(a.reshape(rows, inner), w["w_sa_o"]).float()
+                # cross-attention: a user's beams are the query axis of one attention over that user's K/V
+                q = F.linear(norm(x, w["norm_ca"], w["eps"]), w["w_ca_q"])
+                x = x + F.linear(cross_attention(q, i, group), w["w_ca_o"]).float()
+                # ReLU feed-forward
+                h = F.relu(F.linear(norm(x, w["norm_ff"], w["eps"]), w["w_wi"]))
+                x = x + F.linear(h, w["w_wo"]).float()
+            x = norm(x, self.dec_final.weight, self.dec_final.variance_epsilon) * self.output_scale
+            log_probs = torch.log_softmax(F.linear(x, self.lm_head).float(), dim=-1)
+            return log_probs[:, offsets[t]:offsets[t] + vocab.num_codes]
+
+        return step_fn
+
+
+@torch.no_grad()
+def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *, num_beams: int = 20,
+              num_return: Optional[int] = None, batch_size: int = 256, device=None, autocast_dtype=None,
+              progress: bool = False, return_identifiers: bool = False, backend: Optional[str] = None):
+    """Top items for every sample of ``sequences``: ``(item_ids [S, num_return], scores [S, num_return])``.
+
+    With ``return_identifiers`` also the identifier ids of ``index`` ``[S, num_return]`` (with collisions an
+    identifier stands for a group of items; ``item_ids`` holds its first item).
+
+    Users are processed in order of input length (so a batch pads little), ``batch_size`` at a time, each batch
+    through ``constrained_beam_search`` with :class:`TigerDecoder` as ``step_fn``; rows come back in input order.
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the matmuls in that precision (see :class:`TigerDecoder`);
+    scores stay float32.
+    ``backend`` picks the trie step kernel of the search (default: the fastest that runs here).
+    """
+    from letter_fast.genrec import constrained_beam_search
+
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    num_return = num_return or num_beams
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    decoder = TigerDecoder(model, vocab, dtype=autocast_dtype)
+    S = len(sequences)
+    order = torch.argsort(sequences.lengths.cpu(), stable=True)
+    item_ids = torch.full((S, num_return), -1, dtype=torch.long)
+    scores = torch.full((S, num_return), float("-inf"))
+    identifiers = torch.full((S, num_return), -1, dtype=torch.long)
+    batches = range(0, S, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="recommend", unit="batch", leave=False)
+    try:
+        for start in batches:
+            rows = order[start:start + batch_size]
+            ids, mask, _ = sequences.batch(rows, device=device)
+            step_fn = decoder.start(ids, mask)
+            items, item_scores, idents = constrained_beam_search(step_fn, ids.shape[0], num_beams, index,
+                                                                 num_return=num_return, return_identifiers=True,
+                                                                 backend=backend)
+            item_ids[rows] = items.cpu()
+            identifiers[rows] = idents.cpu()
+            scores[rows] = item_scores.float().cpu()
+    finally:
+        model.train(was_training)
+    if return_identifiers:
+        return item_ids, scores, identifiers
+    return item_ids, scores
+
+
+# ----------------------------------------------------------------------------------------- the usual baseline
+
+
+def dict_trie_prefix_fn(codes: torch.Tensor, vocab: CodeVocabulary) -> Callable:
+    """The customary ``prefix_allowed_tokens_fn`` for ``generate``: a Python dict from decoded token prefixes to
+    allowed next tokens (EOS after a full identifier). The baseline the fast path is measured against."""
+    from letter_fast.genrec.tiger import EOS_ID
+
+    tokens = vocab.encode(codes.cpu()).tolist()
+    trie: dict[tuple, set] = {}
+    for row in tokens:
+        for t in range(len(row)):
+            trie.setdefault(tuple(row[:t]), set()).add(row[t])
+        trie.setdefault(tuple(row), set()).add(EOS_ID)
+    allowed = {k: sorted(v) for k, v in trie.items()}
+
+    def prefix_allowed_tokens_fn(batch_id: int, input_ids: torch.Tensor) -> list:
+        return allowed.get(tuple(input_ids[1:].tolist()), [])   # input_ids[0] is the decoder start token
+
+    return prefix_allowed_tokens_fn
+
+
+@torch.no_grad()
+def hf_generate_recommend(model, vocab: CodeVocabulary, codes: torch.Tensor, input_ids: torch.Tensor,
+                          attention_mask: torch.Tensor, num_beams: int = 20, num_return: Optional[int] = None,
+                          prefix_fn: Optional[Callable] = None, with_eos: bool = True, logits_processor=None):
+    """Recommend with Hugging Face ``generate`` + a dict trie (the baseline): ``(codes [B, R, L], scores [B, R])``.
+
+    ``with_eos`` decodes the closing EOS as the reference TIGER code does (L + 1 tokens); without it the search
+    stops after the L codes and ``scores`` are summed log-probabilities of the codes (``length_penalty=0``), the
+    quantity :func:`recommend` ranks by. ``logits_processor`` (e.g. ``letter_fast.genrec.TrieLogitsProcessor``)
+    replaces the dict trie.
+    """
+    if num_beams < 2:
+        raise ValueError("hf_generate_recommend needs num_beams >= 2 (generate with one beam is greedy search)")
+    num_return = num_return or num_beams
+    if logits_processor is None:
+        prefix_fn = prefix_fn or dict_trie_prefix_fn(codes, vocab)
+        constraint = dict(prefix_allowed_tokens_fn=prefix_fn)
+    else:
+        constraint = dict(logits_processor=[logits_processor])
+    L = vocab.num_levels
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
+                         num_return_sequences=num_return, max_new_tokens=L + 1 if with_eos else L,
+                         min_new_tokens=L if with_eos else None, **constraint,
+                         length_penalty=0.0, early_stopping=True, do_sample=False,
+                         output_scores=True, return_dict_in_generate=True)
+    seq = out.sequences[:, 1:L + 1]
+    return vocab.decode(seq).reshape(input_ids.shape[0], num_return, L), out.sequences_scores.reshape(-1, num_return)

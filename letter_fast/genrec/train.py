@@ -1,0 +1,428 @@
+"""Training TIGER: AdamW, cosine schedule with warmup, early stopping on validation NDCG@10, resumable checkpoints.
+
+The recipe of the LETTER/TIGER reference (METHOD.md section 3): AdamW (lr 5e-4, weight decay 0.01), a cosine
+learning-rate schedule over the planned steps with 1% linear warmup, up to 200 epochs, early stopping when validation
+NDCG@10 (trie-constrained beam search, 20 beams) has not improved for ``patience`` evaluations; the ranking-guided
+loss with temperature ``tau``.
+
+* **Length-bucketed batches.** Histories run from 1 to 20 items (5 to 81 tokens). Samples are shuffled, cut into
+  windows of ``bucket_window`` batches, sorted by length inside each window and chunked, and the batches shuffled
+  again: each batch is padded only to its own longest row (a batch's rows have similar lengths) while the order
+  stays random.
+* **Checkpoints** (``out_dir/checkpoint.pt``, written atomically) hold model, optimizer, scheduler, RNG states, the
+  position inside the epoch, the best score and the learning curve; a run restarted with the same ``out_dir``
+  continues where it stopped and ends in the same state as an uninterrupted run. ``out_dir/best.pt`` holds the best
+  model, ``out_dir/history.json`` the learning curve.
+* **Mixed precision**: bfloat16 autocast on CUDA (``bf16``), float32 on CPU.
+* **Multi-process**: under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel (gloo on
+  CPU, NCCL on CUDA); every rank draws the same batch list and takes every ``world_size``-th batch; validation
+  users are split over ranks and the metric sums all-reduced; rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from letter_fast.genrec.tiger import (
+    CodeVocabulary,
+    TigerModelConfig,
+    TigerSequences,
+    build_tiger,
+    check_item_codes,
+    sequences_from_samples,
+    tiger_loss,
+)
+from letter_fast.io import atomic_path, atomic_write
+
+
+def _setting(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TigerTrainConfig:
+    """Every setting of a TIGER run; the CLI's config file (letter_fast/configs/tiger.toml) has the same keys."""
+
+    # model (TIGER defaults)
+    num_layers: int = _setting(4, "encoder layers")
+    num_decoder_layers: int = _setting(4, "decoder layers")
+    d_model: int = _setting(128, "model width")
+    d_ff: int = _setting(1024, "feed-forward width (ReLU)")
+    num_heads: int = _setting(6, "attention heads")
+    d_kv: int = _setting(64, "width of one attention head")
+    dropout: float = _setting(0.1, "dropout rate")
+    # loss
+    tau: float = _setting(0.7, "ranking-guided loss temperature: cross-entropy over logits / tau (1.0 = plain "
+                               "cross-entropy; the LETTER paper's best on Instruments is ~0.7)")
+    # optimization
+    lr: float = _setting(5e-4, "AdamW learning rate")
+    weight_decay: float = _setting(0.01, "AdamW weight decay (not on layer-norm gains)")
+    warmup_ratio: float = _setting(0.01, "share of the planned steps spent in linear warmup")
+    epochs: int = _setting(200, "maximum epochs (early stopping usually ends sooner)")
+    batch_size: int = _setting(256, "training samples per optimizer step (per process under torchrun)")
+    grad_clip: float = _setting(1.0, "maximum gradient norm (0 = no clipping)")
+    bucket_window: int = _setting(50, "batches per length-sorting window of the bucketed sampler")
+    max_steps: int = _setting(0, "stop after this many optimizer steps; also the schedule length (0 = no limit)")
+    time_budget_s: float = _setting(0.0, "stop training after this many seconds of training (0 = no limit)")
+    # data
+    max_history: int = _setting(20, "history items kept per sample (the most recent)")
+    # validation / early stopping
+    patience: int = _setting(20, "validations without a better NDCG@10 before stopping")
+    eval_every_epochs: int = _setting(1, "validate after every N-th epoch (and after the last)")
+    eval_every_steps: int = _setting(0, "also validate every N steps inside an epoch (0 = only at epoch ends)")
+    valid_users: int = _setting(0, "validate on this many random users (0 = all)")
+    num_beams: int = _setting(20, "beams of the trie-constrained beam search")
+    eval_batch_size: int = _setting(256, "users per beam-search batch")
+    # run
+    seed: int = _setting(0, "random seed (model init, batch order, dropout)")
+    device: str = _setting("auto", "auto | cpu | cuda | cuda:N")
+    bf16: bool = _setting(True, "bfloat16 autocast on CUDA (ignored on CPU)")
+    progress: bool = _setting(True, "show progress bars")
+
+    def model_config(self) -> TigerModelConfig:
+        return TigerModelConfig(num_layers=self.num_layers, num_decoder_layers=self.num_decoder_layers,
+                                d_model=self.d_model, d_ff=self.d_ff, num_heads=self.num_heads, d_kv=self.d_kv,
+                                dropout=self.dropout)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TigerTrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TIGER setting(s) {unknown}; known settings: {sorted(names)}")
+        return cls(**d)
+
+    def validate(self) -> None:
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+        for name in ("batch_size", "eval_batch_size", "num_beams", "epochs", "bucket_window", "eval_every_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but no CUDA GPU is available here; use --device cpu")
+    return device
+
+
+def bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
+                     window: int = 50) -> list[torch.Tensor]:
+    """Random batches of similar-length samples (see the module docstring); every sample exactly once."""
+    n = lengths.shape[0]
+    perm = torch.randperm(n, generator=generator)
+    span = batch_size * window
+    batches = []
+    for start in range(0, n, span):
+        chunk = perm[start:start + span]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches.extend(chunk.split(batch_size))
+    order = torch.randperm(len(batches), generator=generator)
+    return [batches[i] for i in order.tolist()]
+
+
+def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
+    """Linear warmup to the base lr over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class _Dist:
+    """The torchrun context (a single process when WORLD_SIZE is unset or 1)."""
+
+    def __init__(self, device_name: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.enabled = self.world > 1
+        device = resolve_device(device_name)
+        if self.enabled:
+            import torch.distributed as dist
+
+            if device.type == "cuda":
+                device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(device)
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        self.device = device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+@dataclass
+class TigerRun:
+    """What :func:`train_tiger` returns: the best model (eval mode), its vocabulary, and the learning curve."""
+
+    model: torch.nn.Module
+    vocab: CodeVocabulary
+    history: list
+    best_metrics: dict
+    best_step: int
+    stopped: str
+    train_samples_per_s: float
+
+
+def load_tiger(path, device="cpu"):
+    """Load ``best.pt`` / ``checkpoint.pt`` -> ``(model in eval mode, vocab, TigerTrainConfig)``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"TIGER checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        vocab = CodeVocabulary(**state["vocab"])
+        config = TigerTrainConfig.from_dict(state["config"])
+    except (KeyError, TypeError, RuntimeError, EOFError) as exc:
+        raise ValueError(f"{path} is not a letter_fast TIGER checkpoint ({type(exc).__name__}: {exc})") from exc
+    model = build_tiger(vocab, config.model_config())
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), vocab, config
+
+
+# --------------------------------------------------------------------------------------------------- training
+
+
+def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] = None, out_dir=None,
+                index=None, resume: bool = True, log=print) -> TigerRun:
+    """Train TIGER on a leave-one-out ``split`` (``letter_fast.data.LeaveOneOutSplit``) with item ``codes [V, L]``.
+
+    ``index`` is the trie (``ItemIndex``) used for validation; built from ``codes`` (collisions allowed) if omitted.
+    ``out_dir`` (optional) receives checkpoints, ``best.pt`` and ``history.json``; with ``resume`` an existing
+    checkpoint there is continued.
+    """
+    from letter_fast.genrec.evaluate import build_index, ranking_metrics
+
+    config = config or TigerTrainConfig()
+    config.validate()
+    check_item_codes(codes)
+    dist = _Dist(config.device)
+    device = dist.device
+    vocab = CodeVocabulary.for_codes(codes)
+    index = index if index is not None else build_index(codes, vocab.num_codes, device=device)
+    use_bf16 = config.bf16 and device.type == "cuda"
+    autocast_dtype = torch.bfloat16 if use_bf16 else None
+
+    train_seq = sequences_from_samples(codes, split.train, vocab, config.max_history)
+    valid_seq = sequences_from_samples(codes, split.valid, vocab, config.max_history)
+    if len(train_seq) == 0:
+        raise ValueError("no training samples: every user needs at least 4 interactions to give one")
+    if config.valid_users and config.valid_users < len(valid_seq):
+        pick = torch.randperm(len(valid_seq), generator=torch.Generator().manual_seed(config.seed + 1))
+        valid_seq = valid_seq.subset(pick[: config.valid_users].sort().values)
+    # this rank's share of the validation users
+    valid_seq = valid_seq.subset(torch.arange(dist.rank, len(valid_seq), dist.world))
+    train_seq = train_seq.to(device)
+
+    torch.manual_seed(config.seed * 1_000 + dist.rank)     # dropout stream (restored from the checkpoint on resume)
+    model = build_tiger(vocab, config.model_config(), seed=config.seed).to(device)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]   # layer-norm gains
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    steps_per_epoch = len(train_seq) // config.batch_size + (len(train_seq) % config.batch_size > 0)
+    steps_per_epoch = max(1, math.ceil(steps_per_epoch / dist.world)) if dist.enabled else steps_per_epoch
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    scheduler = cosine_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+
+    out_dir = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
+    state = dict(epoch=0, batch_in_epoch=0, step=0, best=-1.0, best_step=-1, best_metrics={}, bad_evals=0,
+                 history=[], train_time=0.0, samples=0, stopped="")
+    best_state = None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state.update(ckpt["state"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
+        if (out_dir / "best.pt").exists():
+            best_state = torch.load(out_dir / "best.pt", map_location="cpu", weights_only=False)["model"]
+        if dist.main:
+            log(f"resumed from {ckpt_path} at epoch {state['epoch']} step {state['step']}")
+    ddp_model = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def save_files(with_best: bool) -> None:
+        if not (dist.main and out_dir):
+            return
+        payload = dict(model=model.state_dict(), vocab=dataclasses.asdict(vocab), config=dataclasses.asdict(config))
+        if with_best:
+            with atomic_path(out_dir / "best.pt") as tmp:
+                torch.save(payload, tmp)
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(dict(payload, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            state=state, rng_cpu=torch.get_rng_state(),
+                            rng_cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None), tmp)
+        atomic_write(out_dir / "history.json",
+                     lambda tmp: tmp.write_text(json.dumps(state["history"], indent=1)))
+
+    def validate(epoch_float: float, train_loss: float) -> bool:
+        """Evaluate, record, checkpoint; True when early stopping says stop."""
+        nonlocal best_state
+        t0 = time.perf_counter()
+        metrics, count = ranking_metrics(model, vocab, index, valid_seq, num_beams=config.num_beams,
+                                         batch_size=config.eval_batch_size, device=device,
+                                         autocast_dtype=autocast_dtype, sums=True)
+        keys = sorted(metrics)
+        totals = dist.all_reduce_sum(torch.tensor([count, train_loss] + [metrics[k] for k in keys],
+                                                  dtype=torch.float64))
+        train_loss = float(totals[1]) / dist.world       # mean over ranks
+        totals = torch.cat([totals[:1], totals[2:]])
+        metrics = {k: float(totals[i + 1] / max(totals[0].item(), 1)) for i, k in enumerate(keys)}
+        score = metrics["ndcg@10"]
+        improved = score > state["best"]
+        if improved:
+            state.update(best=score, best_step=state["step"], best_metrics=metrics, bad_evals=0)
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            state["bad_evals"] += 1
+        state["history"].append(dict(epoch=round(epoch_float, 4), step=state["step"], train_loss=train_loss,
+                                     lr=scheduler.get_last_lr()[0], train_time_s=round(state["train_time"], 2),
+                                     eval_time_s=round(time.perf_counter() - t0, 2), valid_users=int(totals[0]),
+                                     **{f"valid_{k}": v for k, v in metrics.items()}))
+        if dist.main:
+            log(f"epoch {epoch_float:.2f} step {state['step']}: loss {train_loss:.4f}  valid "
+                + "  ".join(f"{k} {metrics[k]:.4f}" for k in ("recall@10", "ndcg@10"))
+                + ("  (best)" if improved else f"  (no gain {state['bad_evals']}/{config.patience})"))
+        save_files(with_best=improved)
+        return state["bad_evals"] >= config.patience
+
+    model.train()
+    stop = bool(state["stopped"])
+    while not stop and state["epoch"] < config.epochs:
+        epoch = state["epoch"]
+        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        batches = bucketed_batches(train_seq.lengths.cpu(), config.batch_size, gen, config.bucket_window)
+        if dist.enabled:   # equal step counts on every rank
+            batches = batches[: len(batches) - len(batches) % dist.world][dist.rank::dist.world]
+        bar = None
+        todo = range(state["batch_in_epoch"], len(batches))
+        if config.progress and dist.main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(todo, desc=f"epoch {epoch}", unit="batch", leave=False)
+        loss_sum, loss_n = 0.0, 0
+        for b in todo:
+            t0 = time.perf_counter()
+            ids, mask, labels = train_seq.batch(batches[b])
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=use_bf16):
+                loss = tiger_loss(ddp_model, ids, mask, labels, tau=config.tau)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            loss_sum, loss_n = loss_sum + loss.detach().float(), loss_n + 1   # no device sync per step
+            if device.type == "cuda" and (b + 1) % 50 == 0:
+                torch.cuda.synchronize()     # keep the step timer honest without syncing every step
+            state["train_time"] += time.perf_counter() - t0
+            state["samples"] += ids.shape[0] * dist.world
+            state["step"] += 1
+            state["batch_in_epoch"] = b + 1
+            if bar is not None:
+                bar.update(1)
+                if state["step"] % 20 == 0:
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            out_of_budget = ((config.max_steps and state["step"] >= config.max_steps)
+                             or (config.time_budget_s and state["train_time"] >= config.time_budget_s))
+            if out_of_budget or (config.eval_every_steps and state["step"] % config.eval_every_steps == 0
+                                 and b + 1 < len(batches)):
+                model.eval()
+                stop = validate(epoch + (b + 1) / len(batches), float(loss_sum) / loss_n)
+                model.train()
+                loss_sum, loss_n = 0.0, 0
+                if out_of_budget:
+                    state["stopped"] = "step budget" if config.max_steps and state["step"] >= config.max_steps \
+                        else "time budget"
+                    stop = True
+                if stop:
+                    break
+        if bar is not None:
+            bar.close()
+        if stop:
+            break
+        state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
+            model.eval()
+            stop = validate(float(epoch + 1), float(loss_sum) / max(loss_n, 1))
+            model.train()
+        else:
+            save_files(with_best=False)
+    if not state["stopped"]:
+        state["stopped"] = "early stopping" if stop else "epochs done"
+    save_files(with_best=False)
+    dist.barrier()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    rate = state["samples"] / state["train_time"] if state["train_time"] else float("nan")
+    return TigerRun(model=model, vocab=vocab, history=state["history"], best_metrics=state["best_metrics"],
+                    best_step=state["best_step"], stopped=state["stopped"], train_samples_per_s=rate)
+
+
+def train_and_evaluate_tiger(dataset, codes: torch.Tensor, config: Optional[TigerTrainConfig] = None,
+                             out_dir=None, log=print) -> dict:
+    """The whole TIGER stage for the pipeline: split, train (early stopping on validation), evaluate on test.
+
+    ``dataset``: a ``letter_fast.data.Dataset``; ``codes [V, L]``: the item identifiers. Returns the test metrics
+    (``recall@5``, ``ndcg@5``, ``recall@10``, ``ndcg@10``, item-level ``item_*`` variants when identifiers collide)
+    plus ``best_valid_ndcg@10``, ``train_samples_per_s``, ``stopped``.
+    """
+    from letter_fast.data import split_dataset
+    from letter_fast.genrec.evaluate import evaluate_tiger
+
+    config = config or TigerTrainConfig()
+    split = split_dataset(dataset, max_history=config.max_history)
+    run = train_tiger(split, codes, config, out_dir=out_dir, log=log)
+    device = next(run.model.parameters()).device
+    result = evaluate_tiger(run.model, run.vocab, split.test, codes, num_beams=config.num_beams,
+                            batch_size=config.eval_batch_size, device=device,
+                            autocast_dtype=torch.bfloat16 if config.bf16 and device.type == "cuda" else None,
+                            max_history=config.max_history, progress=config.progress)
+    metrics = dict(result["metrics"])
+    metrics.update({"best_valid_ndcg@10": run.best_metrics.get("ndcg@10", float("nan")),
+                    "train_samples_per_s": run.train_samples_per_s, "stopped": run.stopped,
+                    "test_users": result["users"]})
+    return metrics

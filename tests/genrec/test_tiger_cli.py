@@ -1,0 +1,89 @@
+"""``letter-fast train-tiger`` / ``letter-fast evaluate``: config file + overrides, outputs, one-line errors."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from letter_fast.cli import main as cli_main
+from letter_fast.config import config_from_mapping, load_config_file, packaged_config
+from letter_fast.data import make_synthetic_catalog, write_index_json
+from letter_fast.genrec.train import TigerTrainConfig
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def data_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiger_cli")
+    ds = make_synthetic_catalog(num_items=32, num_users=40, num_semantic_clusters=4, num_collab_groups=4,
+                                min_length=5, max_length=8, seed=0)
+    folder = ds.save(root / "Syn")
+    codes = torch.stack([torch.arange(32) // 8, (torch.arange(32) // 2) % 4, torch.arange(32) % 2], 1)
+    write_index_json(root / "syn.index.json", codes)
+    return folder, root / "syn.index.json"
+
+
+def test_shipped_config_matches_defaults_and_is_commented():
+    values = load_config_file(packaged_config("tiger"))
+    assert set(values) == {f.name for f in dataclasses.fields(TigerTrainConfig)}
+    assert config_from_mapping(TigerTrainConfig, values) == TigerTrainConfig()
+    lines = packaged_config("tiger").read_text().splitlines()
+    for key in values:
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"{key} ="))
+        assert lines[at - 1].startswith("#"), f"config key {key} has no comment above it"
+
+
+def test_train_then_evaluate(data_folder, tmp_path, capsys):
+    folder, index = data_folder
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("num_layers = 1\nnum_decoder_layers = 1\nd_model = 16\nd_ff = 32\nnum_heads = 2\nd_kv = 8\n"
+                   "epochs = 5\nbatch_size = 64\nnum_beams = 10\n")
+    out = tmp_path / "run"
+    rc = cli_main(["train-tiger", "--data", str(folder), "--index", str(index), "--config", str(cfg),
+                   "--epochs", "2", "--lr", "0.003", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "recall@10" in printed and "| TIGER on" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["users"] == 40 and 0 <= metrics["metrics"]["ndcg@10"] <= 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["epochs"] == 2 and run["config"]["d_model"] == 16 and run["config"]["lr"] == 0.003
+    assert len(json.loads((out / "history.json").read_text())) == 2
+    rc = cli_main(["evaluate", "--data", str(folder), "--index", str(index), "--checkpoint", str(out / "best.pt"),
+                   "--split", "valid", "--num-beams", "10", "--json", str(tmp_path / "v.json"), "--no-progress"])
+    assert rc == 0
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert result["split"] == "valid" and result["users"] == 40
+    assert (tmp_path / "v.md").read_text().startswith("| model |")
+
+
+def one_line_error(capsys, argv, *fragments):
+    capsys.readouterr()
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_errors_are_one_line(data_folder, tmp_path, capsys):
+    folder, index = data_folder
+    one_line_error(capsys, ["train-tiger", "--data", str(tmp_path / "nope")], "not found")
+    one_line_error(capsys, ["train-tiger", "--data", str(folder)], "no Synthetic.index.json", "--index")
+    one_line_error(capsys, ["train-tiger", "--data", str(folder), "--index", str(tmp_path / "x.json")], "not found")
+    one_line_error(capsys, ["train-tiger", "--data", str(folder), "--index", str(index), "--tau", "hot"],
+                   "expected float")
+    one_line_error(capsys, ["train-tiger", "--data", str(folder), "--index", str(index), "--tau", "0"], "tau")
+    bad_cfg = tmp_path / "bad.toml"
+    bad_cfg.write_text("learning_rate = 1\n")
+    one_line_error(capsys, ["train-tiger", "--data", str(folder), "--config", str(bad_cfg)], "unknown key")
+    one_line_error(capsys, ["evaluate", "--data", str(folder), "--index", str(index), "--checkpoint",
+                            str(tmp_path / "none.pt")], "checkpoint not found")
+    junk = tmp_path / "junk.pt"
+    torch.save({"x": 1}, junk)
+    one_line_error(capsys, ["evaluate", "--data", str(folder), "--index", str(index), "--checkpoint", str(junk)],
+                   "not a letter_fast TIGER checkpoint")
+    one_line_error(capsys, ["evaluate", "--data", str(folder), "--checkpoint", str(junk), "--num-beams", "5"],
+                   "--num-beams")
