@@ -14,7 +14,7 @@ Targets (issue 3): on this CPU at least 1.5x faster than the reference at B = 16
 B = 65536 in O(B d) memory; on an H100 (``gpu_check``) at least 8x faster and 100x less memory
 than the reference at B = 16384. Usage::
 
-    python benchmarks/bench_contrastive.py            # the full grid (~15 min on 2 cores)
+    python benchmarks/bench_contrastive.py            # the full grid (~6 min on 2 cores)
     python benchmarks/bench_contrastive.py --quick    # a smoke run at small sizes
 """
 
