@@ -35,6 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sasrec-minutes", type=float, default=1.0, help="SASRec time budget (default 1)")
     p.add_argument("--tiger-minutes", type=float, default=3.0, help="TIGER training time budget (default 3)")
     p.add_argument("--tau", type=float, default=0.7, help="ranking-guided loss temperature (default 0.7)")
+    p.add_argument("--tiger-size", choices=["auto", "small", "paper"], default="auto",
+                   help="paper: TIGER's 4+4 layers, d_model 128; small: 2+2 layers, d_model 64 (trains in "
+                        "minutes on a CPU); auto: small for the synthetic catalog, paper otherwise")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -95,9 +98,12 @@ def run(args) -> int:
     codes = torch_load_codes(out / "tokenizer" / f"{dataset.name}.codes.pt")
 
     # 4. TIGER + evaluation
-    print(f"== TIGER (tau {args.tau}, budget {args.tiger_minutes:g} min)")
+    print(f"== TIGER (tau {args.tau}, budget {args.tiger_minutes:g} min, {args.tiger_size} size)")
+    small = args.tiger_size == "small" or (args.tiger_size == "auto" and not args.dataset)
+    size = dict(num_layers=2, num_decoder_layers=2, d_model=64, d_ff=256, num_heads=4, d_kv=16,
+                batch_size=128) if small else {}
     tiger_cfg = TigerTrainConfig(tau=args.tau, time_budget_s=args.tiger_minutes * 60, seed=args.seed,
-                                 device=args.device, progress=progress)
+                                 device=args.device, progress=progress, **size)
     tiger = train_and_evaluate_tiger(dataset, codes, tiger_cfg, out_dir=out / "tiger")
 
     rows = {}
