@@ -11,6 +11,7 @@
 #include <cfloat>
 #include <cstdint>
 
+#include "device_math.cuh"
 #include "launch.h"
 
 namespace letter_fast {
@@ -40,21 +41,6 @@ __device__ __forceinline__ void stage(const float* __restrict__ x, int64_t first
     const int n = i / kDim, k = i % kDim;
     tile[i] = (n < count && k < d) ? x[(first + n) * d + k] : 0.0f;
   }
-}
-
-template <int kDim>
-__device__ __forceinline__ float dot(const float (&r)[kDim], const float* row) {
-  const float4* v4 = reinterpret_cast<const float4*>(row);
-  float acc = 0.0f;
-#pragma unroll
-  for (int k4 = 0; k4 < kDim / 4; ++k4) {
-    const float4 v = v4[k4];
-    acc = fmaf(r[4 * k4 + 0], v.x, acc);
-    acc = fmaf(r[4 * k4 + 1], v.y, acc);
-    acc = fmaf(r[4 * k4 + 2], v.z, acc);
-    acc = fmaf(r[4 * k4 + 3], v.w, acc);
-  }
-  return acc;
 }
 
 template <int kDim>

@@ -5,11 +5,9 @@
 // kThreads rows walks each codebook in tiles staged in shared memory; every thread of a warp
 // reads the same code at the same time, which shared memory serves as a broadcast. Distances are
 // ranked as ||e||^2 - 2 r.e in float32 with plain FMAs (no TF32), ties to the lowest index.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <cfloat>
 
+#include "device_math.cuh"
 #include "launch.h"
 
 namespace letter_fast {
@@ -17,20 +15,6 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 128;
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 // kDim: padded width (multiple of 4, >= d); kTile: codes per shared-memory tile.
 template <typename T, int kDim, int kTile>
@@ -65,17 +49,7 @@ __global__ void __launch_bounds__(kThreads)
         tile_norms[n] = n < count ? sq_norms[static_cast<int64_t>(l) * N + n0 + n] : 0.0f;
       __syncthreads();
       for (int n = 0; n < count; ++n) {
-        const float4* e = reinterpret_cast<const float4*>(tile + n * kDim);
-        float dot = 0.0f;
-#pragma unroll
-        for (int k4 = 0; k4 < kDim / 4; ++k4) {
-          const float4 v = e[k4];
-          dot = fmaf(r[4 * k4 + 0], v.x, dot);
-          dot = fmaf(r[4 * k4 + 1], v.y, dot);
-          dot = fmaf(r[4 * k4 + 2], v.z, dot);
-          dot = fmaf(r[4 * k4 + 3], v.w, dot);
-        }
-        const float dist = tile_norms[n] - 2.0f * dot;
+        const float dist = tile_norms[n] - 2.0f * dot<kDim>(r, tile + n * kDim);
         // Strict '<' with n increasing keeps the lowest index among equal distances.
         if (!found || dist < best) {
           best = dist;

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "device_math.cuh"
 #include "launch.h"
 
 namespace letter_fast {
@@ -23,9 +24,6 @@ constexpr int kStepThreads = 256;
 constexpr int64_t kSharedKeys = 5632;  // 44 KiB of keys: B * N up to this stays in shared memory
 constexpr long long kNoKey = static_cast<long long>(-9223372036854775807LL - 1);
 
-__device__ __forceinline__ float lp_to_float(float x) { return x; }
-__device__ __forceinline__ float lp_to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float lp_to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 __device__ __forceinline__ long long make_key(float s, int64_t flat) {
   int bits = __float_as_int(s);
@@ -79,7 +77,7 @@ __global__ void __launch_bounds__(kStepThreads)
       const int64_t lo = child_ptr[n], count = child_ptr[n + 1] - lo;
       if (slot < count) {
         const int64_t code = static_cast<int64_t>(child_code[lo + slot]);
-        const float s = scores[r] + lp_to_float(lp[r * s0 + code * s1]);
+        const float s = scores[r] + to_float(lp[r * s0 + code * s1]);
         if (s > -INFINITY) key = make_key(s, c);
       }
     }
@@ -105,7 +103,7 @@ __global__ void __launch_bounds__(kStepThreads)
       out_parent[q * k + i] = r;
       out_code[q * k + i] = code;
       out_child[q * k + i] = child;
-      out_score[q * k + i] = scores[r] + lp_to_float(lp[r * s0 + code * s1]);
+      out_score[q * k + i] = scores[r] + to_float(lp[r * s0 + code * s1]);
     }
     if (mine == best) {  // keys are distinct: exactly one thread owned the winner
       long long next = kNoKey;
