@@ -107,5 +107,48 @@ void trie_walk(const int64_t* prefix, int64_t stride_row, int64_t stride_col, in
   }
 }
 
+// Hugging Face logits constraint, one pass per row (letter_fast/genrec/hf.py documents the rule):
+// map the row's t generated tokens to codes (code_of[l * vocab_codes + token], -1: none), walk the
+// trie, then write the output row: -inf everywhere except the allowed tokens (the node's
+// children as token ids token_of[t * token_stride + code]; only EOS once t >= L or off the
+// trie), which keep their input scores. dead[r] = 1 when every allowed token scores -inf.
+template <typename Score, typename Code>
+void trie_constrain_logits(const int64_t* ids, int64_t ids_stride, int64_t rows, int64_t start, int64_t t,
+                           int64_t L, const int32_t* const* child_ptr, const Code* const* child_code,
+                           const int64_t* token_of, int64_t token_stride, const int64_t* code_of,
+                           int64_t vocab_codes, int64_t eos, const Score* scores, int64_t scores_stride,
+                           int64_t vocab, Score* out, bool* dead) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t n = t < L ? 0 : -1;
+    for (int64_t l = 0; l < t && n >= 0; ++l) {
+      const int64_t tok = ids[r * ids_stride + start + l];
+      const int64_t code = (tok >= 0 && tok < vocab_codes) ? code_of[l * vocab_codes + tok] : -1;
+      if (code < 0) { n = -1; break; }
+      const Code* first = child_code[l] + child_ptr[l][n];
+      const Code* last = child_code[l] + child_ptr[l][n + 1];
+      const Code* it = std::lower_bound(first, last, code,
+                                        [](Code a, int64_t v) { return static_cast<int64_t>(a) < v; });
+      n = (it != last && static_cast<int64_t>(*it) == code) ? (it - child_code[l]) : -1;
+    }
+    const Score* in = scores + r * scores_stride;
+    Score* o = out + r * vocab;
+    std::fill(o, o + vocab, static_cast<Score>(neg_inf));
+    bool all_neg_inf = true;
+    if (n >= 0) {
+      for (int64_t c = child_ptr[t][n]; c < child_ptr[t][n + 1]; ++c) {
+        const int64_t tok = token_of[t * token_stride + static_cast<int64_t>(child_code[t][c])];
+        o[tok] = in[tok];
+        all_neg_inf &= !(static_cast<float>(in[tok]) > neg_inf);
+      }
+    } else {
+      o[eos] = in[eos];
+      all_neg_inf = !(static_cast<float>(in[eos]) > neg_inf);
+    }
+    dead[r] = all_neg_inf;
+  }
+}
+
 }  // namespace cpu
 }  // namespace letter_fast
