@@ -266,19 +266,23 @@ def flat_check(rows) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
-    parser.add_argument("--only", choices=["overhead", "build", "flat"], action="append", help="run only these parts")
+    parser.add_argument("--only", choices=["overhead", "build", "flat", "generate"], action="append",
+                        help="run only these parts")
     parser.add_argument("--generate", action="store_true", help="also time end-to-end generate (tiny T5)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     parts = args.only or ["overhead", "build", "flat"]
     quick = args.quick
+    import os
+
+    env_note = f"Environment: OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, torch threads {torch.get_num_threads()}."
     if "overhead" in parts:
         rows = run_cases("trie_constraint_overhead", overhead_cases([10**4] if quick else [10**4, 10**5, 10**6]),
                          warmup=1, repeat=3, min_seconds=0.0, plot_x="V", out_dir=args.out)
         summary = overhead_check(rows)
-        append_markdown("trie_constraint_overhead", summary, args.out)
+        append_markdown("trie_constraint_overhead", summary + "\n\n" + env_note, args.out)
         print(summary)
-    if args.generate:
+    if args.generate or "generate" in parts:
         rows = run_cases("trie_generate", generate_cases(10**4, 16 if quick else 64), warmup=1, repeat=3,
                          min_seconds=0.0, out_dir=args.out)
         med = {r["impl"]: r["median_ms"] for r in rows}
@@ -288,7 +292,7 @@ def main(argv=None):
                     f"dict trie: {(med['generate-dict-trie'] - base) / (L + 1):.2f} ms/step; "
                     f"letter_fast: {(med['generate-letter_fast'] - base) / (L + 1):.2f} ms/step "
                     f"(unconstrained generate {base / (L + 1):.2f} ms/step)")
-            append_markdown("trie_generate", text, args.out)
+            append_markdown("trie_generate", text + "\n\n" + env_note, args.out)
             print(text)
     if "build" in parts:
         sizes = [10**5] if quick else [10**6, 10**7]
@@ -296,14 +300,14 @@ def main(argv=None):
                          min_seconds=0.0, plot_x="V", out_dir=args.out)
         bpi = {V: ItemIndex.from_codes(catalog(V), num_codes=N).nbytes() / V for V in sizes}
         summary = build_check(rows, bpi)
-        append_markdown("trie_build", summary, args.out)
+        append_markdown("trie_build", summary + "\n\n" + env_note, args.out)
         print(summary)
     if "flat" in parts:
         sizes = [10**4, 10**5] if quick else [10**4, 10**5, 10**6, 10**7]
         rows = run_cases("trie_step_flat", step_cases(sizes), warmup=1, repeat=5, min_seconds=0.2, plot_x="V",
                          out_dir=args.out)
         summary = flat_check(rows)
-        append_markdown("trie_step_flat", summary, args.out)
+        append_markdown("trie_step_flat", summary + "\n\n" + env_note, args.out)
         print(summary)
 
 

@@ -32,18 +32,18 @@ inline bool ranks_before(const StepCandidate& a, const StepCandidate& b) {
   return a.score > b.score || (a.score == b.score && a.flat < b.flat);
 }
 
+// Queries [q_begin, q_end); the launcher splits queries over torch's thread pool (at::parallel_for),
+// so no second OpenMP runtime spins beside torch's.
 template <typename LogProb, typename Code>
 void trie_step(const int64_t* node, const LogProb* log_probs, int64_t lp_stride_row, int64_t lp_stride_col,
-               const float* scores, const int32_t* child_ptr, const Code* child_code, int64_t num_queries,
-               int64_t beams_per_query, int64_t N, int64_t k, int64_t* out_parent, int64_t* out_code,
-               int64_t* out_child, float* out_score) {
+               const float* scores, const int32_t* child_ptr, const Code* child_code, int64_t q_begin,
+               int64_t q_end, int64_t beams_per_query, int64_t N, int64_t k, int64_t* out_parent,
+               int64_t* out_code, int64_t* out_child, float* out_score) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
-#pragma omp parallel
   {
     std::vector<StepCandidate> heap;  // a max-heap under ranks_before: front() is the worst kept
     heap.reserve(static_cast<size_t>(k));
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t q = 0; q < num_queries; ++q) {
+    for (int64_t q = q_begin; q < q_end; ++q) {
       heap.clear();
       for (int64_t b = 0; b < beams_per_query; ++b) {
         const int64_t r = q * beams_per_query + b;
@@ -87,13 +87,12 @@ void trie_step(const int64_t* node, const LogProb* log_probs, int64_t lp_stride_
   }
 }
 
-// prefix: Q rows of t codes at prefix[i * stride_row + l * stride_col]; child_ptr[l] / child_code[l]
+// prefix rows [i_begin, i_end) of t codes at prefix[i * stride_row + l * stride_col]; child_ptr[l] / child_code[l]
 // per level; out[i] = node id at level t or -1.
 template <typename Code>
-void trie_walk(const int64_t* prefix, int64_t stride_row, int64_t stride_col, int64_t Q, int64_t t,
-               const int32_t* const* child_ptr, const Code* const* child_code, int64_t* out) {
-#pragma omp parallel for schedule(static) if (Q * t > 4096)
-  for (int64_t i = 0; i < Q; ++i) {
+void trie_walk(const int64_t* prefix, int64_t stride_row, int64_t stride_col, int64_t i_begin, int64_t i_end,
+               int64_t t, const int32_t* const* child_ptr, const Code* const* child_code, int64_t* out) {
+  for (int64_t i = i_begin; i < i_end; ++i) {
     int64_t n = 0;
     for (int64_t l = 0; l < t && n >= 0; ++l) {
       const int64_t code = prefix[i * stride_row + l * stride_col];
@@ -113,14 +112,14 @@ void trie_walk(const int64_t* prefix, int64_t stride_row, int64_t stride_col, in
 // children as token ids token_of[t * token_stride + code]; only EOS once t >= L or off the
 // trie), which keep their input scores. dead[r] = 1 when every allowed token scores -inf.
 template <typename Score, typename Code>
-void trie_constrain_logits(const int64_t* ids, int64_t ids_stride, int64_t rows, int64_t start, int64_t t,
+void trie_constrain_logits(const int64_t* ids, int64_t ids_stride, int64_t r_begin, int64_t r_end, int64_t start,
+                           int64_t t,
                            int64_t L, const int32_t* const* child_ptr, const Code* const* child_code,
                            const int64_t* token_of, int64_t token_stride, const int64_t* code_of,
                            int64_t vocab_codes, int64_t eos, const Score* scores, int64_t scores_stride,
                            int64_t vocab, Score* out, bool* dead) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = r_begin; r < r_end; ++r) {
     int64_t n = t < L ? 0 : -1;
     for (int64_t l = 0; l < t && n >= 0; ++l) {
       const int64_t tok = ids[r * ids_stride + start + l];

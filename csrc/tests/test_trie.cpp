@@ -48,7 +48,7 @@ void check_catalog(int64_t V, int64_t L, int64_t N, unsigned seed) {
   std::vector<const int32_t*> codes;
   for (int64_t l = 0; l < L; ++l) { ptr.push_back(built.child_ptr[l].data()); codes.push_back(built.child_code[l].data()); }
   std::vector<int64_t> leaf(V);
-  letter_fast::cpu::trie_walk<int32_t>(flat.data(), L, 1, V, L, ptr.data(), codes.data(), leaf.data());
+  letter_fast::cpu::trie_walk<int32_t>(flat.data(), L, 1, 0, V, L, ptr.data(), codes.data(), leaf.data());
   std::vector<std::vector<int64_t>> sorted_rows(unique.begin(), unique.end());
   for (int64_t v = 0; v < V; ++v) {
     const int64_t rank = std::lower_bound(sorted_rows.begin(), sorted_rows.end(), rows[v]) - sorted_rows.begin();
@@ -70,7 +70,7 @@ void check_catalog(int64_t V, int64_t L, int64_t N, unsigned seed) {
   std::vector<int64_t> parent(Q * k), out_code(Q * k), child(Q * k);
   std::vector<float> out_score(Q * k);
   letter_fast::cpu::trie_step<float, int32_t>(node.data(), lp.data(), N, 1, score.data(), built.child_ptr[level].data(),
-                                              built.child_code[level].data(), Q, B, N, k, parent.data(),
+                                              built.child_code[level].data(), 0, Q, B, N, k, parent.data(),
                                               out_code.data(), child.data(), out_score.data());
   for (int64_t q = 0; q < Q; ++q) {
     std::vector<std::pair<float, int64_t>> cands;  // (-score, flat) sorts best first
