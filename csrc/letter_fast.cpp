@@ -27,6 +27,10 @@ TORCH_LIBRARY(letter_fast, m) {
   // Item index build (CPU): rows in identifier order (int32), per-level CSR (int32), identifier starts.
   m.def("trie_build(Tensor codes, int[] num_codes) -> (Tensor order, Tensor[] child_ptr, Tensor[] child_code, "
         "Tensor leaf_start)");
+  // HF logits constraint (CPU): scores with every token but the allowed ones at -inf, and a
+  // per-row flag "all allowed tokens score -inf" (see letter_fast/genrec/hf.py).
+  m.def("trie_constrain_logits(Tensor input_ids, Tensor scores, int start, Tensor[] child_ptr, Tensor[] child_code, "
+        "Tensor token_of, Tensor code_of, int eos) -> (Tensor out, Tensor dead)");
 }
 
 namespace {

@@ -3,6 +3,7 @@
 // Friendly validation lives in letter_fast/genrec/beam_search.py.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cstring>
@@ -55,17 +56,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> trie_step_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_probs.scalar_type(), "trie_step_cpu", [&] {
     const auto* lp = log_probs.data_ptr<scalar_t>();
     if (code_c.scalar_type() == at::kShort) {
-      cpu::trie_step<scalar_t, int16_t>(nodes, lp, log_probs.stride(0), log_probs.stride(1),
-                                        scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
-                                        code_c.data_ptr<int16_t>(), Q, beams_per_query, N, k,
-                                        parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
-                                        child.data_ptr<int64_t>(), score.data_ptr<float>());
+      at::parallel_for(0, Q, 4, [&](int64_t q0, int64_t q1) {
+        cpu::trie_step<scalar_t, int16_t>(nodes, lp, log_probs.stride(0), log_probs.stride(1),
+                                          scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
+                                          code_c.data_ptr<int16_t>(), q0, q1, beams_per_query, N, k,
+                                          parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
+                                          child.data_ptr<int64_t>(), score.data_ptr<float>());
+      });
     } else {
-      cpu::trie_step<scalar_t, int32_t>(nodes, lp, log_probs.stride(0), log_probs.stride(1),
-                                        scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
-                                        code_c.data_ptr<int32_t>(), Q, beams_per_query, N, k,
-                                        parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
-                                        child.data_ptr<int64_t>(), score.data_ptr<float>());
+      at::parallel_for(0, Q, 4, [&](int64_t q0, int64_t q1) {
+        cpu::trie_step<scalar_t, int32_t>(nodes, lp, log_probs.stride(0), log_probs.stride(1),
+                                          scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
+                                          code_c.data_ptr<int32_t>(), q0, q1, beams_per_query, N, k,
+                                          parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
+                                          child.data_ptr<int64_t>(), score.data_ptr<float>());
+      });
     }
   });
   return {parent, code, child, score};
@@ -105,18 +110,73 @@ at::Tensor trie_walk_cpu(const at::Tensor& prefix, at::TensorList child_ptr, at:
     else code32.push_back(codes.back().data_ptr<int32_t>());
   }
   const auto* p = prefix.data_ptr<int64_t>();
-  if (short_codes) {
-    cpu::trie_walk<int16_t>(p, prefix.stride(0), prefix.stride(1), Q, t, ptr_data.data(), code16.data(),
-                            out.data_ptr<int64_t>());
-  } else {
-    cpu::trie_walk<int32_t>(p, prefix.stride(0), prefix.stride(1), Q, t, ptr_data.data(), code32.data(),
-                            out.data_ptr<int64_t>());
-  }
+  at::parallel_for(0, Q, 2048, [&](int64_t i0, int64_t i1) {
+    if (short_codes) {
+      cpu::trie_walk<int16_t>(p, prefix.stride(0), prefix.stride(1), i0, i1, t, ptr_data.data(), code16.data(),
+                              out.data_ptr<int64_t>());
+    } else {
+      cpu::trie_walk<int32_t>(p, prefix.stride(0), prefix.stride(1), i0, i1, t, ptr_data.data(), code32.data(),
+                              out.data_ptr<int64_t>());
+    }
+  });
   return out;
 }
 
 at::Tensor trie_walk_meta(const at::Tensor& prefix, at::TensorList, at::TensorList) {
   return at::empty({prefix.size(0)}, prefix.options());
+}
+
+std::tuple<at::Tensor, at::Tensor> trie_constrain_logits_cpu(
+    const at::Tensor& input_ids, const at::Tensor& scores, int64_t start, at::TensorList child_ptr,
+    at::TensorList child_code, const at::Tensor& token_of, const at::Tensor& code_of, int64_t eos) {
+  TORCH_CHECK(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong, "trie_constrain_logits: input_ids must be int64 [rows, len]");
+  TORCH_CHECK(scores.dim() == 2 && scores.size(0) == input_ids.size(0), "trie_constrain_logits: scores must be [rows, vocab]");
+  const int64_t rows = input_ids.size(0), vocab = scores.size(1), L = static_cast<int64_t>(child_ptr.size());
+  const int64_t t = input_ids.size(1) - start;
+  TORCH_CHECK(start >= 0 && t >= 0, "trie_constrain_logits: start must lie in [0, len]");
+  TORCH_CHECK(L >= 1 && static_cast<int64_t>(child_code.size()) == L, "trie_constrain_logits: one CSR per level");
+  TORCH_CHECK(token_of.dim() == 2 && token_of.size(0) == L && token_of.scalar_type() == at::kLong &&
+                  code_of.dim() == 2 && code_of.size(0) == L && code_of.scalar_type() == at::kLong,
+              "trie_constrain_logits: token_of [L, N] and code_of [L, vocab] must be int64");
+  TORCH_CHECK(eos >= 0 && eos < vocab, "trie_constrain_logits: eos outside the vocab");
+  const auto tok_c = token_of.contiguous(), code_c = code_of.contiguous();
+  TORCH_CHECK(tok_c.numel() == 0 || (tok_c.min().item<int64_t>() >= 0 && tok_c.max().item<int64_t>() < vocab),
+              "trie_constrain_logits: code token ids must lie in [0, vocab=", vocab, ")");
+  const auto ids_c = input_ids.contiguous();
+  const auto sc = scores.stride(1) == 1 ? scores : scores.contiguous();
+  auto out = at::empty({rows, vocab}, scores.options().memory_format(at::MemoryFormat::Contiguous));
+  auto dead = at::empty({rows}, scores.options().dtype(at::kBool));
+  if (rows == 0) return {out, dead};
+  const bool short_codes = child_code[0].scalar_type() == at::kShort;
+  std::vector<at::Tensor> keep;
+  std::vector<const int32_t*> ptrs;
+  std::vector<const int16_t*> c16;
+  std::vector<const int32_t*> c32;
+  for (int64_t l = 0; l < L; ++l) {
+    TORCH_CHECK(child_ptr[l].scalar_type() == at::kInt && child_code[l].scalar_type() == (short_codes ? at::kShort : at::kInt),
+                "trie_constrain_logits: child_ptr int32, child_code int16/int32 (one dtype)");
+    keep.push_back(child_ptr[l].contiguous());
+    ptrs.push_back(keep.back().data_ptr<int32_t>());
+    keep.push_back(child_code[l].contiguous());
+    if (short_codes) c16.push_back(keep.back().data_ptr<int16_t>());
+    else c32.push_back(keep.back().data_ptr<int32_t>());
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "trie_constrain_logits", [&] {
+    at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+      if (short_codes) {
+        cpu::trie_constrain_logits<scalar_t, int16_t>(
+            ids_c.data_ptr<int64_t>(), ids_c.size(1), r0, r1, start, t, L, ptrs.data(), c16.data(),
+            tok_c.data_ptr<int64_t>(), tok_c.size(1), code_c.data_ptr<int64_t>(), code_c.size(1), eos,
+            sc.data_ptr<scalar_t>(), sc.stride(0), vocab, out.data_ptr<scalar_t>(), dead.data_ptr<bool>());
+      } else {
+        cpu::trie_constrain_logits<scalar_t, int32_t>(
+            ids_c.data_ptr<int64_t>(), ids_c.size(1), r0, r1, start, t, L, ptrs.data(), c32.data(),
+            tok_c.data_ptr<int64_t>(), tok_c.size(1), code_c.data_ptr<int64_t>(), code_c.size(1), eos,
+            sc.data_ptr<scalar_t>(), sc.stride(0), vocab, out.data_ptr<scalar_t>(), dead.data_ptr<bool>());
+      }
+    });
+  });
+  return {out, dead};
 }
 
 template <typename T>
@@ -155,6 +215,7 @@ TORCH_LIBRARY_IMPL(letter_fast, CPU, m) {
   m.impl("trie_step", &trie_step_cpu);
   m.impl("trie_walk", &trie_walk_cpu);
   m.impl("trie_build", &trie_build_cpu);
+  m.impl("trie_constrain_logits", &trie_constrain_logits_cpu);
 }
 TORCH_LIBRARY_IMPL(letter_fast, Meta, m) {
   m.impl("trie_step", &trie_step_meta);

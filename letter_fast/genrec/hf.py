@@ -51,7 +51,8 @@ class TrieLogitsProcessor(_Base):
             whose length is not the previous call's + 1 starts a new generation).
         num_beams: rows per query; given, a query whose allowed tokens all score -inf is forced
             through them with score 0, exactly like HF's ``PrefixConstrainedLogitsProcessor``.
-        backend: trie walk backend (``auto``: native on CPU, vectorized PyTorch elsewhere).
+        backend: ``auto`` (default): one native pass per row on CPU tensors, vectorized PyTorch
+            elsewhere; ``cpu`` forces the native pass; ``reference`` forces PyTorch.
     """
 
     def __init__(self, index: ItemIndex, code_token_ids, eos_token_id: int, prompt_length: Optional[int] = None,
@@ -111,9 +112,7 @@ class TrieLogitsProcessor(_Base):
             self._code_of = self._code_of.to(device)
             self._device = device
 
-    def allowed_tokens(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        """``[rows, W]`` allowed token ids per row (repeats pad a row's list; W = N_t or 1)."""
-        rows, cur_len = input_ids.shape
+    def _prompt_start(self, cur_len: int) -> int:
         if self.prompt_length is not None:
             start = self.prompt_length
         else:
@@ -121,9 +120,15 @@ class TrieLogitsProcessor(_Base):
                 self._start = cur_len
             start = self._start
         self._last_len = cur_len
-        t = cur_len - start
-        if t < 0:
+        if cur_len < start:
             raise ValueError(f"TrieLogitsProcessor: input_ids have {cur_len} tokens, fewer than prompt_length={start}")
+        return start
+
+    def allowed_tokens(self, input_ids: torch.LongTensor, start: Optional[int] = None) -> torch.Tensor:
+        """``[rows, W]`` allowed token ids per row (repeats pad a row's list; W = N_t or 1)."""
+        rows, cur_len = input_ids.shape
+        start = self._prompt_start(cur_len) if start is None else start
+        t = cur_len - start
         eos = torch.full((rows, 1), self.eos_token_id, dtype=torch.long, device=input_ids.device)
         L = self.index.num_levels
         if t >= L or rows == 0:
@@ -156,13 +161,38 @@ class TrieLogitsProcessor(_Base):
             raise ValueError(f"TrieLogitsProcessor: scores have vocab width {scores.shape[1]} but the code tokens and "
                              f"EOS need token ids up to {self.min_vocab - 1}; check code_token_ids / the model's vocab")
         self._on(scores.device)
-        allowed = self.allowed_tokens(input_ids)
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, allowed, scores.gather(1, allowed))
+        input_ids = input_ids.long()
+        start = self._prompt_start(input_ids.shape[1])
+        if self._native_ok(scores):
+            # one native pass per row: walk + write the constrained row (no [rows, N] temporaries)
+            out, dead = torch.ops.letter_fast.trie_constrain_logits(
+                input_ids, scores, start, self.index.child_ptr, self.index.child_code, self._token_of, self._code_of,
+                self.eos_token_id)
+        else:
+            allowed = self.allowed_tokens(input_ids, start)
+            out = torch.full_like(scores, float("-inf"))
+            out.scatter_(1, allowed, scores.gather(1, allowed))
+            dead = None
         if self.num_beams is not None and scores.shape[0] % self.num_beams == 0 and scores.shape[0]:
             # HF's rule: a query whose allowed tokens all score -inf goes through them at score 0
-            stuck = out.amax(dim=-1).isneginf().view(-1, self.num_beams).all(dim=-1, keepdim=True)
+            if dead is None:
+                dead = out.amax(dim=-1).isneginf()
+            stuck = dead.view(-1, self.num_beams).all(dim=-1, keepdim=True)
             if bool(stuck.any()):
+                allowed = self.allowed_tokens(input_ids, start)
                 mask = torch.full_like(scores, float("-inf")).scatter_(1, allowed, 0.0)
                 out = torch.where(stuck.repeat_interleave(self.num_beams, dim=0), mask, out)
         return out
+
+    def _native_ok(self, scores: torch.Tensor) -> bool:
+        from letter_fast.ops import backends
+
+        name = (self.backend or "auto").lower()
+        if name not in ("auto", "cpu"):
+            return False
+        why = backends.generic_reason("cpu", scores.device)
+        if why is None and not hasattr(torch.ops.letter_fast, "trie_constrain_logits"):
+            why = "letter_fast._C lacks trie_constrain_logits (rebuild the extension)"
+        if why is not None and name == "cpu":
+            raise backends.BackendUnavailable(f"TrieLogitsProcessor: backend 'cpu' cannot run here: {why}")
+        return why is None
