@@ -111,7 +111,7 @@ class TigerDecoder:
                 .permute(2, 0, 3, 1, 4).unbind(0)                                                # [b, H, S, dk]
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
             x = x + F.linear(a.transpose(1, 2).reshape(b, S, inner), w["w_o"]).float()
-            h = F.relu(F.linear(self._norm(x, w["norm_ff"], w["eps"]), w["w_wi"]))
+            h = F.linear(self._norm(x, w["norm_ff"], w["eps"]), w["w_wi"]).relu_()
             x = x + F.linear(h, w["w_wo"]).float()
         return self._norm(x, self.enc_final.weight, self.enc_final.variance_epsilon)
 
@@ -212,7 +212,7 @@ class TigerDecoder:
                 q = F.linear(norm(x, w["norm_ca"], w["eps"]), w["w_ca_q"])
                 x = x + F.linear(cross_attention(q, i, group), w["w_ca_o"]).float()
                 # ReLU feed-forward
-                h = F.relu(F.linear(norm(x, w["norm_ff"], w["eps"]), w["w_wi"]))
+                h = F.linear(norm(x, w["norm_ff"], w["eps"]), w["w_wi"]).relu_()
                 x = x + F.linear(h, w["w_wo"]).float()
             x = norm(x, self.dec_final.weight, self.dec_final.variance_epsilon) * self.output_scale
             log_probs = torch.log_softmax(F.linear(x, self.lm_head).float(), dim=-1)
