@@ -7,8 +7,10 @@ CUDA); Instruments training samples (LETTER identifiers; a synthetic catalog whe
 * ``pad-to-81`` (reference): random batches, every history padded to 20 items (81 tokens), as a fixed-shape
   pipeline does;
 * ``pad-to-batch-max``: random batches padded to their longest row (a dynamic-padding collator);
-* ``length-bucketed``: ``letter_fast.genrec.train.bucketed_batches`` (the trainer's sampler): random windows of 50
-  batches sorted by length, so each batch pads to a similar length.
+* ``length-bucketed``: ``letter_fast.genrec.train.bucketed_batches`` (the trainer's sampler; in training, random
+  windows of 50 batches sorted by length), so each batch pads to a similar length.
+
+All three see the same random samples (``--steps`` x ``--batch-size`` of them), so samples/s compare like for like.
 
     flock /tmp/letter_fast_bench.lock python benchmarks/bench_tiger_train.py --threads 1
 """
@@ -49,12 +51,17 @@ def training_sequences(data_root=None):
 
 
 def strategy_batches(seq, strategy: str, batch_size: int, steps: int, seed: int = 0):
-    """``steps`` batches as (index, width) pairs; width = tokens each row is padded to."""
+    """``steps`` batches as (index, width) pairs; width = tokens each row is padded to.
+
+    Every strategy gets the same ``steps * batch_size`` random samples (the same work per sample); only how they
+    are grouped into batches and padded differs.
+    """
     g = torch.Generator().manual_seed(seed)
-    if strategy == "length-bucketed":
-        batches = bucketed_batches(seq.lengths, batch_size, g)[:steps]
+    subset = torch.randperm(len(seq), generator=g)[: steps * batch_size]
+    if strategy == "length-bucketed":   # the trainer's sampler over this subset (one window = the whole subset)
+        batches = [subset[b] for b in bucketed_batches(seq.lengths[subset], batch_size, g, window=steps)]
     else:
-        batches = list(torch.randperm(len(seq), generator=g)[: steps * batch_size].split(batch_size))
+        batches = list(subset.split(batch_size))
     full = seq.input_ids.shape[1]
     return [(b, full if strategy == "pad-to-81" else int(seq.lengths[b].max())) for b in batches]
 
@@ -91,7 +98,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=3, help="optimizer steps per timed call")
+    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per timed call")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu")

@@ -8,15 +8,20 @@ that bookkeeping, not arithmetic, dominates.
 :class:`TigerDecoder` drives the same ``T5ForConditionalGeneration`` weights step by step for
 ``letter_fast.genrec.constrained_beam_search`` (trie masking on tensors):
 
-* **encoder once per user**, at batch width B (not B x beams);
+* **encoder once per user**, at batch width B (not B x beams), in chunks of similar-length users so each chunk pads
+  only to its own longest history (T5 encoder re-implemented on the model's weights: fused q/k/v projection,
+  ``rms_norm``, scaled-dot-product attention with the relative position bias);
 * **cross-attention K/V once per user and never copied**: for layer i, ``K_i, V_i = enc @ W_k, enc @ W_v`` with shape
   ``[B, heads, S, d_kv]``. All beams of a user sit at the same decoding step, so their queries are stacked along
   the *query-length* axis: ``q [B, heads, beams, d_kv]`` attends to the user's single ``K_i`` in one batched matmul
   (scaled-dot-product attention with the encoder padding mask). No ``[B * beams, S, d]`` tensor is ever built,
   and a beam reorder never touches these tensors (beams only move within their own user's block of rows);
-* **cached decoder self-attention**: keys/values of the decoded prefix, ``[B * beams, heads, t, d_kv]`` per layer,
-  reordered through the search's ``parent`` index (``index_select``) and grown by one position per step;
-* the relative position bias of the decoder (T5's bucketed bias, causal) computed once for the L + 1 positions.
+* **cached decoder self-attention**: keys/values of the decoded prefix, position-major ``[L, B * beams, 2, heads,
+  d_kv]`` per layer in two preallocated buffers used in turn; each step gathers the previous positions through the
+  search's ``parent`` index straight into the other buffer (one ``index_select`` with ``out=``) and writes the new
+  position in place: no concatenation, no per-step allocation;
+* the relative position bias of the decoder (T5's bucketed bias, causal) computed once for the L positions;
+* optional bfloat16 matmuls (``dtype``) with a float32 residual stream, norms and log-softmax.
 
 The scores equal the model's: ``step_fn`` returns ``log_softmax`` over the whole vocabulary, restricted to the
 current level's code tokens, exactly what ``generate`` accumulates before masking (tests compare beams and scores
@@ -106,7 +111,7 @@ class TigerDecoder:
                 .permute(2, 0, 3, 1, 4).unbind(0)                                                # [b, H, S, dk]
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
             x = x + F.linear(a.transpose(1, 2).reshape(b, S, inner), w["w_o"]).float()
-            h = F.relu(F.linear(self._norm(x, w["norm_ff"], w["eps"]), w["w_wi"]))
+            h = F.linear(self._norm(x, w["norm_ff"], w["eps"]), w["w_wi"]).relu_()
             x = x + F.linear(h, w["w_wo"]).float()
         return self._norm(x, self.enc_final.weight, self.enc_final.variance_epsilon)
 
@@ -207,7 +212,7 @@ class TigerDecoder:
                 q = F.linear(norm(x, w["norm_ca"], w["eps"]), w["w_ca_q"])
                 x = x + F.linear(cross_attention(q, i, group), w["w_ca_o"]).float()
                 # ReLU feed-forward
-                h = F.relu(F.linear(norm(x, w["norm_ff"], w["eps"]), w["w_wi"]))
+                h = F.linear(norm(x, w["norm_ff"], w["eps"]), w["w_wi"]).relu_()
                 x = x + F.linear(h, w["w_wo"]).float()
             x = norm(x, self.dec_final.weight, self.dec_final.variance_epsilon) * self.output_scale
             log_probs = torch.log_softmax(F.linear(x, self.lm_head).float(), dim=-1)

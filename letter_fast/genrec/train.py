@@ -266,6 +266,13 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
     best_state = None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        # settings that only change how the run is watched may differ; anything else would not be a continuation
+        free = {"progress", "device", "eval_batch_size", "time_budget_s", "patience"}
+        saved = ckpt.get("config", {})
+        changed = sorted(k for k, v in dataclasses.asdict(config).items() if k not in free and saved.get(k) != v)
+        if changed:
+            raise ValueError(f"{ckpt_path} was written with other settings ({', '.join(changed)}); "
+                             "use another output folder or start afresh (--no-resume)")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

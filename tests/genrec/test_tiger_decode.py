@@ -96,3 +96,13 @@ def test_evaluate_reports_item_level_metrics_only_with_collisions():
     assert "item_recall@10" in result["metrics"]
     assert result["metrics"]["item_recall@5"] <= result["metrics"]["recall@5"]
     assert result["collisions"]["items_sharing_an_identifier"] == 2
+
+
+@pytest.mark.slow
+def test_gpu_check_body_runs_on_cpu(tmp_path):
+    """benchmarks/bench_tiger_decode.gpu_check's body at tiny sizes on the CPU (keeps it from rotting unseen)."""
+    from benchmarks.bench_tiger_decode import device_check
+
+    device_check(tmp_path, "cpu", exact_users=3, users=6, hf_users=3, train_batch=8, train_steps=1, name="smoke")
+    text = (tmp_path / "smoke.md").read_text()
+    assert "users/s" in text and "training throughput" in text

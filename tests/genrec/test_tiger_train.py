@@ -58,6 +58,8 @@ def test_resume_after_interruption_ends_in_the_same_state(tmp_path):
         assert torch.equal(a[name], b[name]), f"parameter {name} differs after resume"
     assert [h["valid_ndcg@10"] for h in straight.history] == [h["valid_ndcg@10"] for h in resumed.history]
     assert json.loads((tmp_path / "b" / "history.json").read_text()) == resumed.history
+    with pytest.raises(ValueError, match="other settings .*tau"):
+        train_tiger(split, codes, tiny_config(eval_every_steps=2, tau=1.0), out_dir=tmp_path / "b", log=print)
     model, vocab, config = load_tiger(tmp_path / "b" / "best.pt")
     assert config == cfg and vocab.num_levels == 3
     for name, p in model.state_dict().items():
