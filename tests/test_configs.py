@@ -4,10 +4,17 @@ import dataclasses
 
 import pytest
 
-from letter_fast.config import config_from_mapping, load_config_file, packaged_config
+from letter_fast.cf.sasrec import SASRecConfig
+from letter_fast.commands.embed import EmbedConfig
+from letter_fast.config import CONFIG_DIR, config_from_mapping, load_config_file, packaged_config
+from letter_fast.genrec.train import TigerTrainConfig
 from letter_fast.tokenizer.config import TokenizeConfig
 
-SHIPPED = {"tokenizer": TokenizeConfig}
+SHIPPED = {"embed": EmbedConfig, "sasrec": SASRecConfig, "tiger": TigerTrainConfig, "tokenizer": TokenizeConfig}
+
+
+def test_every_shipped_config_is_checked():
+    assert {p.stem for p in CONFIG_DIR.glob("*.toml")} == set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from letter_fast.cf import SASRec, SASRecConfig, evaluate_ranking, train_sasrec
 from letter_fast.cli import main as cli_main
-from letter_fast.config import config_from_mapping, load_config_file, packaged_config
+from letter_fast.config import config_from_mapping
 from letter_fast.data import PAD, leave_one_out, make_synthetic_catalog
 from letter_fast.data.embeddings import load_item_embeddings
 from letter_fast.io import load_tensor
@@ -129,15 +129,6 @@ def test_resume_is_exact(catalog, tmp_path):
                      progress=False, log_fn=lambda s: None)
 
 
-def test_shipped_config_matches_defaults():
-    values = load_config_file(packaged_config("sasrec"))
-    assert set(values) == {f.name for f in dataclasses.fields(SASRecConfig)}
-    assert config_from_mapping(SASRecConfig, values) == SASRecConfig()
-    text = packaged_config("sasrec").read_text()
-    for key in values:  # every key has a comment line right above it (possibly after other comments)
-        lines = text.splitlines()
-        at = next(i for i, line in enumerate(lines) if line.startswith(f"{key} ="))
-        assert lines[at - 1].startswith("#"), f"config key {key} has no comment above it"
 
 
 def test_config_errors(tmp_path):
