@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import RESULTS, Case, append_markdown, run_cases  # noqa: E402
-from letter_fast.genrec import ItemIndex, constrained_beam_search  # noqa: E402
+from letter_fast.genrec import constrained_beam_search  # noqa: E402
 from letter_fast.genrec.evaluate import build_index  # noqa: E402
 from letter_fast.genrec.tiger import CodeVocabulary, TigerSequences, build_tiger, sequences_from_samples  # noqa: E402
 from letter_fast.genrec.tiger_decoder import (  # noqa: E402

@@ -94,7 +94,7 @@ def plot_curve(history: list, path: Path, title: str) -> None:
     ax[0].grid(alpha=0.3)
     ax[1].plot(x, [h["train_loss"] for h in history], marker="o", color="C3")
     ax[1].set_xlabel("epoch")
-    ax[1].set_ylabel(f"training loss (ranking-guided, since the previous point)")
+    ax[1].set_ylabel("training loss (ranking-guided, since the previous point)")
     ax[1].grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")

@@ -19,7 +19,7 @@ import dataclasses
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Mapping, Optional, Type, TypeVar
+from typing import Any, Mapping, Type, TypeVar
 
 from letter_fast.io import PathLike
 

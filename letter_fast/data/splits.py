@@ -17,8 +17,8 @@ default, so the most recent item sits in the last column; ``padding_side="right"
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Iterator, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
 
 import torch
 

@@ -35,7 +35,6 @@ import torch
 from letter_fast.genrec.tiger import (
     CodeVocabulary,
     TigerModelConfig,
-    TigerSequences,
     build_tiger,
     check_item_codes,
     sequences_from_samples,

@@ -36,7 +36,7 @@ import torch
 
 from letter_fast import _native
 from letter_fast.ops import backends, checks
-from letter_fast.ops.reference.contrastive import accumulation_dtype, contrastive_loss_reference, reduce_rows
+from letter_fast.ops.reference.contrastive import contrastive_loss_reference, reduce_rows
 
 OP = "contrastive_loss"
 REDUCTIONS = ("mean", "sum", "none")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -102,12 +103,19 @@ torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
+def free_port() -> int:
+    """A port nobody listens on now (a fixed one fails when a previous run's socket lingers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_ddp_two_cpu_processes(tmp_path):
     """torchrun with 2 CPU processes (gloo): ranks stay in sync, validation covers every user once."""
     (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "29533", str(tmp_path / "worker.py"), str(tmp_path)],
+                           "--master_port", str(free_port()), str(tmp_path / "worker.py"), str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = json.loads((tmp_path / "rank0.json").read_text())
