@@ -22,7 +22,6 @@ string or list work.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -99,14 +98,6 @@ class TigerModelConfig:
     dropout: float = 0.1
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TigerModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown model setting(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
 
 
 def build_tiger(vocab: CodeVocabulary, config: Optional[TigerModelConfig] = None, seed: Optional[int] = None):

@@ -40,6 +40,7 @@ from letter_fast.genrec.tiger import (
     sequences_from_samples,
     tiger_loss,
 )
+from letter_fast.config import config_from_mapping
 from letter_fast.io import atomic_path, atomic_write
 
 
@@ -91,14 +92,6 @@ class TigerTrainConfig:
         return TigerModelConfig(num_layers=self.num_layers, num_decoder_layers=self.num_decoder_layers,
                                 d_model=self.d_model, d_ff=self.d_ff, num_heads=self.num_heads, d_kv=self.d_kv,
                                 dropout=self.dropout)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TigerTrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown TIGER setting(s) {unknown}; known settings: {sorted(names)}")
-        return cls(**d)
 
     def validate(self) -> None:
         if self.tau <= 0:
@@ -205,7 +198,7 @@ def load_tiger(path, device="cpu"):
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
         vocab = CodeVocabulary(**state["vocab"])
-        config = TigerTrainConfig.from_dict(state["config"])
+        config = config_from_mapping(TigerTrainConfig, state["config"], f"{path} settings")
     except (KeyError, TypeError, RuntimeError, EOFError) as exc:
         raise ValueError(f"{path} is not a letter_fast TIGER checkpoint ({type(exc).__name__}: {exc})") from exc
     model = build_tiger(vocab, config.model_config())

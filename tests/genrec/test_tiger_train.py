@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from letter_fast.config import config_from_mapping
 from letter_fast.data import leave_one_out, make_synthetic_catalog
 from letter_fast.genrec.train import TigerTrainConfig, load_tiger, train_and_evaluate_tiger, train_tiger
 
@@ -80,8 +81,8 @@ def test_train_and_evaluate_reports_test_metrics_and_early_stops():
 def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match="tau must be > 0"):
         tiny_config(tau=0.0).validate()
-    with pytest.raises(ValueError, match="unknown TIGER setting"):
-        TigerTrainConfig.from_dict({"learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="unknown key 'learning_rate'"):
+        config_from_mapping(TigerTrainConfig, {"learning_rate": 1e-3})
 
 
 WORKER = """
