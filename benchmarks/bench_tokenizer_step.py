@@ -5,8 +5,10 @@ Sizes: batch 1024, input 384 (MiniLM), latent d = 32, L = 4 levels of N = 256 co
 (CF InfoNCE + diversity loss + Sinkhorn last level). Implementations:
 
 * ``letter_fast``  LetterTokenizer with the fastest backends here (fused residual quantization,
-  fused contrastive losses, vectorized same-cluster sampling, log-domain Sinkhorn on potentials)
+  fused CF contrastive loss, diversity loss on the codebooks' Gram matrices, vectorized
+  same-cluster sampling, fused log-domain Sinkhorn kernel)
 * ``letter_fast-reference-ops``  the same module with every op on its PyTorch reference backend
+  (the algorithmic choices stay: Gram-form diversity loss, Sinkhorn on potentials)
 * ``straightforward``  what one writes without kernels: per-level [B, N] distance matrix +
   argmin, Sinkhorn on the [B, N] plan in float64 (LC-Rec's form), full B x B CF logits and
   B x N diversity logits with F.cross_entropy, and the same-cluster positive drawn per item with

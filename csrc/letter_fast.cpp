@@ -18,6 +18,9 @@ TORCH_LIBRARY(letter_fast, m) {
         "Tensor candidates, Tensor positives, Tensor? exclude, Tensor lse, float temperature, "
         "bool normalize, bool anchors_grad, bool candidates_grad) "
         "-> (Tensor grad_anchors, Tensor grad_candidates)");
+  // Balanced assignment of B points to N codes by log-stabilized Sinkhorn (CPU): codes [B] int64.
+  // See letter_fast/tokenizer/clustering.py::sinkhorn_assignment (the reference).
+  m.def("sinkhorn_assign(Tensor dist, float epsilon, int iters, int absorb_every) -> Tensor");
   // Trie-masked beam step: top-k valid continuations per query, each [Q, k]
   // (parent row, code, child node: int64; score: float32). See letter_fast/genrec/beam_search.py.
   m.def("trie_step(Tensor node, Tensor log_probs, Tensor scores, Tensor child_ptr, Tensor child_code, "

@@ -17,6 +17,8 @@ from typing import Iterable, Mapping
 
 import torch
 
+from letter_fast.ops import checks
+
 
 def _check_ranks(ranks: torch.Tensor) -> torch.Tensor:
     if not isinstance(ranks, torch.Tensor) or ranks.dim() != 1:
@@ -58,7 +60,7 @@ def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     """
     if scores.dim() != 2 or targets.dim() != 1 or targets.shape[0] != scores.shape[0]:
         raise ValueError(f"scores must be [B, V] and targets [B], got {tuple(scores.shape)} and {tuple(targets.shape)}")
-    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= scores.shape[1]):
+    if not checks.index_range(targets, scores.shape[1]):
         raise ValueError(f"targets must lie in 0..{scores.shape[1] - 1}")
     if bool(torch.isnan(scores).any()):
         raise ValueError("scores contain NaN; the model diverged or its inputs hold NaN")

@@ -22,6 +22,8 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
+from letter_fast.ops import checks
+
 PAD = -1
 
 
@@ -121,7 +123,7 @@ def leave_one_out(histories: Sequence[Sequence[int]], num_items: Optional[int] =
     flat, offsets = flatten_histories(histories)
     if num_items is None:
         num_items = int(flat.max()) + 1 if flat.numel() else 0
-    elif flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= num_items):
+    elif not checks.index_range(flat, num_items):
         raise ValueError(f"leave_one_out: item ids must lie in 0..{num_items - 1}, found "
                          f"{int(flat.min())}..{int(flat.max())}")
     lengths = offsets[1:] - offsets[:-1]

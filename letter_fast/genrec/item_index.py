@@ -46,7 +46,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from letter_fast import _native, io
-from letter_fast.ops import backends
+from letter_fast.ops import backends, checks
 
 _FORMAT = "letter_fast.ItemIndex"
 _VERSION = 1
@@ -494,7 +494,7 @@ class ItemIndex:
     def codes_of_identifier(self, identifier: torch.Tensor) -> torch.Tensor:
         """Code sequences ``[Q, L]`` of identifier ids ``[Q]`` (all >= 0)."""
         node = identifier.to(self.device).long().reshape(-1)
-        if node.numel() and (int(node.min()) < 0 or int(node.max()) >= self.num_identifiers):
+        if not checks.index_range(node, self.num_identifiers):
             raise ValueError(f"codes_of_identifier: identifier ids must lie in [0, {self.num_identifiers})")
         out = torch.empty(node.numel(), self.num_levels, dtype=torch.long, device=self.device)
         for t in reversed(range(self.num_levels)):

@@ -28,6 +28,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from letter_fast.ops import checks
+
 PAD_ID = 0
 EOS_ID = 1
 NUM_SPECIAL_TOKENS = 2
@@ -178,7 +180,7 @@ def build_sequences(item_codes: torch.Tensor, history: torch.Tensor, target: tor
     S = target.shape[0]
     valid = history >= 0
     for name, ids in (("history", history[valid]), ("target", target)):
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= V):
+        if not checks.index_range(ids, V):
             bad = int(ids[(ids < 0) | (ids >= V)][0])
             raise ValueError(f"{name} item id {bad} is outside the {V} items of the index")
     # move each row's items to the front, keeping their order (stable sort of "is padding")

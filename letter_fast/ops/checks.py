@@ -35,6 +35,10 @@ def finite(x: torch.Tensor, name: str, op: str) -> None:
     """Reject NaN/Inf, naming how many and the first position."""
     if x.numel() == 0:
         return
+    # One reduction, no [x]-sized mask: a NaN or Inf anywhere makes the sum non-finite. A sum can
+    # also overflow on large finite values, so only a non-finite sum triggers the exact scan.
+    if bool(torch.isfinite(x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32))):
+        return
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         first = tuple(int(i) for i in bad.nonzero()[0].tolist())
@@ -50,3 +54,11 @@ def same_device(op: str, **tensors: torch.Tensor) -> torch.device:
         listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
         raise ValueError(f"{op}: all inputs must be on one device, got {listing}; move them with .to(device)")
     return next(iter(devices.values()))
+
+
+def index_range(x: torch.Tensor, upper: int) -> bool:
+    """True when every entry of the integer tensor ``x`` lies in ``[0, upper)`` (one reduction)."""
+    if x.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(x)
+    return int(lo) >= 0 and int(hi) < upper

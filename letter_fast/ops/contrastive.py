@@ -121,7 +121,7 @@ def _index(x, name: str, op: str, B: int, M: int, what: str) -> torch.Tensor:
     checks.tensor(x, name, op, 1, "[B]", dtypes=_INDEX_DTYPES, cast_hint=".long()")
     if x.shape[0] != B:
         raise ValueError(f"{op}: {name} must have one entry per anchor (B={B}), got shape {tuple(x.shape)}")
-    if B and (int(x.min()) < 0 or int(x.max()) >= M):
+    if not checks.index_range(x, M):
         row = int(((x < 0) | (x >= M)).nonzero()[0])
         raise ValueError(f"{op}: {name} must index {what} in [0, {M}), got {int(x[row])} at row {row}")
     return x.long()

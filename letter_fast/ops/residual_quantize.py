@@ -141,6 +141,6 @@ def _validate_codes(codes, codebooks) -> None:
     if codes.shape[1] != L:
         raise ValueError(f"{op}: codes have {codes.shape[1]} levels but codebooks have L={L}")
     checks.same_device(op, codes=codes, codebooks=codebooks)
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= N):
+    if not checks.index_range(codes, N):
         bad = ((codes < 0) | (codes >= N)).nonzero()[0].tolist()
         raise ValueError(f"{op}: codes must lie in [0, {N}), got {int(codes[bad[0], bad[1]])} at index {tuple(bad)}")

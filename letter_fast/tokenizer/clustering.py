@@ -6,9 +6,13 @@ All three are vectorized over points (no per-item Python loops).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+
+from letter_fast.ops import backends, checks
 
 
 def squared_distances(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
@@ -95,8 +99,32 @@ def constrained_kmeans(x: torch.Tensor, k: int, min_size: int, max_size: int, it
 
 
 def sinkhorn_assignment(dist: torch.Tensor, epsilon: float = 0.003, iters: int = 50,
-                        absorb_every: int = 10) -> torch.Tensor:
-    """Balanced assignment of B points to N codes by entropic optimal transport.
+                        absorb_every: int = 10, backend: Optional[str] = None) -> torch.Tensor:
+    """Balanced assignment ``[B]`` of B points to N codes from their distances ``dist [B, N]``.
+
+    Entropic optimal transport with uniform marginals, log-stabilized; the math is in
+    :func:`sinkhorn_assignment_reference`. ``backend``: ``auto`` (default), ``reference`` or
+    ``cpu`` (the fused kernel of csrc/cpu/sinkhorn_kernel.h: one pass over the kernel matrix per
+    iteration, no per-iteration torch ops). GPU tensors run the reference, whose few large ops
+    already suit a GPU.
+    """
+    op = "sinkhorn_assignment"
+    checks.tensor(dist, "dist", op, 2, "[B, N]", dtypes=checks.FLOAT_DTYPES + (torch.float64,))
+    if dist.shape[1] == 0:
+        raise ValueError(f"{op}: dist has no codes (shape {tuple(dist.shape)}); N must be >= 1")
+    if not (epsilon > 0 and iters >= 0 and absorb_every > 0):
+        raise ValueError(f"{op}: need epsilon > 0, iters >= 0, absorb_every > 0; got {epsilon}, {iters}, {absorb_every}")
+    checks.finite(dist, "dist", op)
+    no_gpu_kernel = lambda: "sinkhorn_assignment has no GPU kernel; the reference runs on GPUs"  # noqa: E731
+    chosen = backends.resolve(op, backend, dist.device, limits={"cuda": no_gpu_kernel, "triton": no_gpu_kernel})
+    if chosen == "cpu":
+        return torch.ops.letter_fast.sinkhorn_assign(dist.detach(), float(epsilon), int(iters), int(absorb_every))
+    return sinkhorn_assignment_reference(dist, epsilon, iters, absorb_every)
+
+
+def sinkhorn_assignment_reference(dist: torch.Tensor, epsilon: float = 0.003, iters: int = 50,
+                                  absorb_every: int = 10) -> torch.Tensor:
+    """Balanced assignment of B points to N codes by entropic optimal transport (PyTorch).
 
     LC-Rec's "uniform semantic mapping" (Zheng et al., ICDE 2024), used by LETTER for the last
     level in training: the plan ``Q = diag(u) K diag(v)``, ``K = exp(-C)``, ``C = D / eps``, is
@@ -112,6 +140,8 @@ def sinkhorn_assignment(dist: torch.Tensor, epsilon: float = 0.003, iters: int =
     into ``f, g`` and ``K`` is rebuilt. Float32 throughout, a handful of ``exp`` passes instead
     of two per iteration.
     """
+    if dist.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long, device=dist.device)
     d = dist.detach().float()
     span = (d.max() - d.min()).clamp_min(1e-12)
     cost = (d - d.min()).div_(span * epsilon)

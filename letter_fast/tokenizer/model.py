@@ -139,6 +139,37 @@ class LetterTokenizer(nn.Module):
         offset = torch.where(size > 1, offset, own)                               # singleton: itself
         return order[levels, start + offset]
 
+    def diversity_loss(self, codes: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+        """``mean_l L_div,l`` for codes ``[B, L]`` and same-cluster positives ``[B, L]``.
+
+        The anchor of item b at level l is a codebook row, ``e_{l,c_b} = C_l[c_b]``, so its logits
+        against the codebook are row ``c_b`` of the Gram matrix ``G_l = C_l C_l^T`` and its
+        log-normalizer ``lse_l[c] = log sum_{j != c} exp(G_l[c, j])`` depends on the code only:
+
+            L_div,l = (1/B) [ sum_c n_l[c] lse_l[c] - sum_b G_l[c_b, p_b] ],  n_l[c] = #{b: c_b = c}
+
+        With ``N <= B`` that is ``L N^2 d`` multiply-adds in one batched matmul instead of
+        ``L B N d`` (4x fewer at B = 1024, N = 256) and one call instead of L. Larger codebooks
+        take the fused per-item kernel (:func:`codebook_diversity_loss`), which never forms G.
+        """
+        B, L = codes.shape
+        N = self.codebook_size
+        if N > B:
+            e = rq_code_embeddings(codes, self.codebooks)
+            return torch.stack([
+                codebook_diversity_loss(e[:, level], self.codebooks[level], codes[:, level], positives[:, level],
+                                        backend=self.backend)
+                for level in range(L)
+            ]).mean()
+        gram = torch.bmm(self.codebooks, self.codebooks.transpose(1, 2))                 # [L, N, N]
+        own = torch.eye(N, dtype=torch.bool, device=gram.device)
+        lse = torch.logsumexp(gram.masked_fill(own, float("-inf")), dim=2)             # [L, N]
+        counts = torch.zeros(L, N, device=gram.device, dtype=gram.dtype)
+        counts.scatter_add_(1, codes.T, torch.ones_like(codes.T, dtype=gram.dtype))
+        levels = torch.arange(L, device=gram.device)[:, None]
+        positive_logits = gram[levels, codes.T, positives.T]                              # [L, B]
+        return ((counts * lse).sum() - positive_logits.sum()) / (B * L)
+
     # ------------------------------------------------------------------ quantization
 
     def quantize(self, z: torch.Tensor, balanced_last_level: bool = False) -> torch.Tensor:
@@ -150,7 +181,7 @@ class LetterTokenizer(nn.Module):
                 residual = z.detach() - (z_hat - self.codebooks[last][codes[:, last]].detach())
                 codes[:, last] = sinkhorn_assignment(
                     squared_distances(residual.float(), self.codebooks[last].detach().float()),
-                    self.sinkhorn_epsilon, self.sinkhorn_iters,
+                    self.sinkhorn_epsilon, self.sinkhorn_iters, backend=self.backend,
                 )
         return codes
 
@@ -193,11 +224,7 @@ class LetterTokenizer(nn.Module):
         div_loss = zero
         if self.beta > 0:
             positives = self.sample_same_cluster_codes(codes, generator)
-            div_loss = torch.stack([
-                codebook_diversity_loss(e[:, level], self.codebooks[level], codes[:, level], positives[:, level],
-                                        backend=self.backend)
-                for level in range(self.num_levels)
-            ]).mean()
+            div_loss = self.diversity_loss(codes, positives)
         # codebook_loss is the mean over levels already (mse over [B, L, d])
         loss = recon_loss + codebook_loss + self.beta * div_loss + self.alpha * cf_loss
         return {"loss": loss, "recon": recon_loss.detach(), "codebook": codebook_loss.detach(),

@@ -79,6 +79,26 @@ def test_same_cluster_sampling():
     assert drawn == set(members) - {0}
 
 
+@pytest.mark.parametrize("batch", [7, 32, 300])  # 7 < N: the per-item kernel; else the Gram form
+def test_diversity_loss_equals_per_item_contrastive(batch):
+    from letter_fast.ops import codebook_diversity_loss, rq_code_embeddings
+
+    m = small_model(beta=0.01)
+    m.codebooks.data.normal_()
+    m.refresh_code_clusters()
+    g = torch.Generator().manual_seed(2)
+    codes = torch.randint(0, 32, (batch, 3), generator=g)
+    positives = m.sample_same_cluster_codes(codes, g)
+    got = m.diversity_loss(codes, positives)
+    (got_grad,) = torch.autograd.grad(got, m.codebooks)
+    e = rq_code_embeddings(codes, m.codebooks)
+    want = torch.stack([codebook_diversity_loss(e[:, l], m.codebooks[l], codes[:, l], positives[:, l],
+                                                backend="reference") for l in range(3)]).mean()
+    (want_grad,) = torch.autograd.grad(want, m.codebooks)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-6)
+
+
 def test_invalid_cluster_settings():
     with pytest.raises(ValueError, match="cannot form 10 clusters"):
         LetterTokenizer(input_dim=8, codebook_size=32, beta=0.1)
