@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import datetime as _dt
 import gc
+import io
 import os
 import platform
 import statistics
@@ -198,6 +199,17 @@ def run_cases(name: str, cases: list[Case], warmup: int = 2, repeat: int = 7, mi
         row["speedup_vs_reference"] = (ref["median_ms"] / row["median_ms"]) if ref and row["median_ms"] else None
     write_results(name, rows, out_dir, plot_x)
     return rows
+
+
+def write_csv(path: Path, rows: list[dict], fieldnames: Optional[list] = None) -> None:
+    """Rows as a csv file (header from ``fieldnames`` or the first row), written atomically."""
+    from letter_fast.io import atomic_write
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fieldnames or list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda tmp: tmp.write_text(buf.getvalue()))
 
 
 def write_results(name: str, rows: list[dict], out_dir: Path, plot_x: Optional[str]) -> None:

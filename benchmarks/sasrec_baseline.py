@@ -12,9 +12,7 @@ Recall@10 0.0947, NDCG@10 0.0690.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import json
 import os
 import platform
@@ -29,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from letter_fast.cli import main as cli_main  # noqa: E402
+from benchmarks.harness import write_csv  # noqa: E402
 from letter_fast.io import atomic_write  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -133,11 +132,7 @@ def row_from_run(name: str, out_dir: Path) -> dict:
 
 
 def write(rows: list[dict], out: Path) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write(out / "sasrec_baseline.csv", lambda tmp: tmp.write_text(buf.getvalue()))
+    write_csv(out / "sasrec_baseline.csv", rows, COLUMNS)
     lines = [
         "# SASRec baseline (leave-one-out, full ranking over all items, test split)",
         "",

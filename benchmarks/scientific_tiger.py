@@ -24,8 +24,6 @@ Writes ``benchmarks/results/scientific_tiger.{csv,md,png}``: per run and mean +-
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import shlex
 import statistics
@@ -37,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from letter_fast.cli import main as cli_main  # noqa: E402
+from benchmarks.harness import write_csv  # noqa: E402
 from letter_fast.io import atomic_write  # noqa: E402
 
 NAME = "scientific_tiger"
@@ -106,11 +105,7 @@ def main(argv=None) -> int:
 
 def write_results(args, rows: list[dict], indexes: dict) -> None:
     args.results.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(args.results / f"{NAME}.csv", lambda tmp: tmp.write_text(buf.getvalue()))
+    write_csv(args.results / f"{NAME}.csv", rows)
 
     summary = {}
     for setting in dict.fromkeys(r["setting"] for r in rows):
@@ -124,7 +119,7 @@ def write_results(args, rows: list[dict], indexes: dict) -> None:
         test = data.get("test", data.get("metrics", data))
         sasrec = {m: test.get(m) for m in METRICS}
 
-    lines = [f"# TIGER on Scientific: RQ-VAE vs LETTER identifiers vs LETTER + ranking loss", "",
+    lines = ["# TIGER on Scientific: RQ-VAE vs LETTER identifiers vs LETTER + ranking loss", "",
              f"Same budget per run: {args.budget_min:g} min of TIGER training ({args.size} model) on this 2-core "
              f"CPU, then all test users ranked with 20-beam trie-constrained search. Seeds {args.seeds} "
              f"(TIGER init, batch order, dropout); tokenizers trained once, {args.tokenizer_epochs} epochs, seed 0. "

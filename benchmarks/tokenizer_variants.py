@@ -13,8 +13,6 @@ Gini coefficient and the code similarity of CF-nearest pairs, into
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import shlex
 import sys
@@ -25,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from letter_fast.cli import main as cli_main  # noqa: E402
+from benchmarks.harness import write_csv  # noqa: E402
 from letter_fast.io import atomic_write  # noqa: E402
 
 VARIANTS = ["rqvae", "cf", "diversity", "letter"]
@@ -62,11 +61,7 @@ def main(argv=None) -> int:
         print(json.dumps(rows[-1]), flush=True)
     name = Path(args.dataset).name.lower()
     args.results.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(args.results / f"tokenizer_variants_{name}.csv", lambda tmp: tmp.write_text(buf.getvalue()))
+    write_csv(args.results / f"tokenizer_variants_{name}.csv", rows)
     atomic_write(args.results / f"tokenizer_variants_{name}.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=1)))
     lines = [f"# Tokenizer variants on {name} ({args.epochs} epochs each, this 2-core CPU)", "",
              "| variant | alpha | beta | collisions before re-assignment | after | codes used per level | "
