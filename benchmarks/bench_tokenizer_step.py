@@ -16,7 +16,7 @@ Sizes: batch 1024, input 384 (MiniLM), latent d = 32, L = 4 levels of N = 256 co
 
 Target (issue 5): >= 5x faster than ``straightforward`` on this CPU.
 
-    python benchmarks/bench_tokenizer_step.py
+    python benchmarks/bench_tokenizer_step.py [--threads 1]
 """
 
 from __future__ import annotations
@@ -112,7 +112,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--threads", type=int, default=0, help="torch and kernel threads (0 = default)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # also the OpenMP pool of the native kernels
     # Two shapes: the whole step with the MiniLM-sized MLP, and the quantization + losses alone
     # (a one-layer 32 -> 32 encoder/decoder), where the kernels and the vectorization act.
     shapes = {"full step": dict(input_dim=384, hidden_dims=(512, 256, 128, 64)),

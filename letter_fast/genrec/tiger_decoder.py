@@ -231,8 +231,9 @@ class TigerDecoder:
                 h = F.linear(norm(x, w["norm_ff"], w["eps"]), w["w_wi"]).relu_()
                 x = x + F.linear(h, w["w_wo"]).float()
             x = norm(x, self.dec_final.weight, self.dec_final.variance_epsilon) * self.output_scale
-            log_probs = torch.log_softmax(F.linear(x, self.lm_head).float(), dim=-1)
-            return log_probs[:, offsets[t]:offsets[t] + vocab.num_codes]
+            # log-softmax over the whole vocabulary, materialized only for this level's codes
+            logits = F.linear(x, self.lm_head).float()
+            return logits[:, offsets[t]:offsets[t] + vocab.num_codes] - torch.logsumexp(logits, dim=-1, keepdim=True)
 
         return step_fn
 
