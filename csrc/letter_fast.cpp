@@ -21,6 +21,10 @@ TORCH_LIBRARY(letter_fast, m) {
   // Balanced assignment of B points to N codes by log-stabilized Sinkhorn (CPU): codes [B] int64.
   // See letter_fast/tokenizer/clustering.py::sinkhorn_assignment (the reference).
   m.def("sinkhorn_assign(Tensor dist, float epsilon, int iters, int absorb_every) -> Tensor");
+  // Beam-search decoder self-attention (CPU): one query per beam over its ancestors' keys/values,
+  // read in place from each step's [rows_p, 3, H, d_kv] projections; out [rows, H * d_kv].
+  // See letter_fast/ops/beam_attention.py (API and reference).
+  m.def("beam_attention(Tensor[] qkv, Tensor anc, Tensor bias) -> Tensor");
   // Trie-masked beam step: top-k valid continuations per query, each [Q, k]
   // (parent row, code, child node: int64; score: float32). See letter_fast/genrec/beam_search.py.
   m.def("trie_step(Tensor node, Tensor log_probs, Tensor scores, Tensor child_ptr, Tensor child_code, "

@@ -16,10 +16,12 @@ that bookkeeping, not arithmetic, dominates.
   the *query-length* axis: ``q [B, heads, beams, d_kv]`` attends to the user's single ``K_i`` in one batched matmul
   (scaled-dot-product attention with the encoder padding mask). No ``[B * beams, S, d]`` tensor is ever built,
   and a beam reorder never touches these tensors (beams only move within their own user's block of rows);
-* **cached decoder self-attention**: keys/values of the decoded prefix, position-major ``[L, B * beams, 2, heads,
-  d_kv]`` per layer in two preallocated buffers used in turn; each step gathers the previous positions through the
-  search's ``parent`` index straight into the other buffer (one ``index_select`` with ``out=``) and writes the new
-  position in place: no concatenation, no per-step allocation, and the buffers are reused by the next batch;
+* **decoder self-attention without a key/value cache copy**: each step keeps its ``[rows, 3, heads, d_kv]`` q/k/v
+  projections where ``F.linear`` wrote them, and each beam carries the row of its ancestor at every earlier step
+  (``anc``, composed from the search's ``parent``). :func:`letter_fast.ops.beam_attention` reads the ancestors'
+  keys and values in place (a fused CPU kernel; gather + scaled-dot-product attention elsewhere) instead of
+  re-gathering a per-beam cache through ``parent`` at every step (``t * rows * 2 * heads * d_kv`` values copied
+  per layer and step: ~10x slower at 128 users x 20 beams);
 * the relative position bias of the decoder (T5's bucketed bias, causal) computed once for the L positions;
 * optional bfloat16 matmuls (``dtype``) with a float32 residual stream, norms and log-softmax.
 
@@ -31,13 +33,13 @@ trained TIGER gives it probability ~1 (every training target ends there).
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 from letter_fast.genrec.tiger import PAD_ID, CodeVocabulary, TigerSequences
+from letter_fast.ops.beam_attention import beam_attention, extend_ancestors
 
 
 class TigerDecoder:
@@ -94,22 +96,6 @@ class TigerDecoder:
         self.enc_embed = model.encoder.embed_tokens.weight
         self.dec_embed = model.decoder.embed_tokens.weight
         self.lm_head = model.lm_head.weight.to(dt)
-        self._storage: dict[str, torch.Tensor] = {}
-
-    def _buffer(self, slot: str, shape: tuple, device) -> torch.Tensor:
-        """A ``shape`` view of the decoder's reusable storage ``slot`` (grown when too small).
-
-        The self-attention caches are the decoder's largest tensors (``[layers, L, B * beams, 2, heads, d_kv]``,
-        ~126 MB for 128 users x 20 beams of the default model). Fresh CPU allocations of that size are fresh pages
-        from the OS, and faulting them in cost as much as the copies themselves (measured: a gather into a fresh
-        buffer 77-84 ms, into a reused one 29-32 ms); so batches reuse the storage. One batch at a time per decoder:
-        ``start`` invalidates the previous batch's ``step_fn``.
-        """
-        n = math.prod(shape)
-        buf = self._storage.get(slot)
-        if buf is None or buf.numel() < n or buf.device != torch.device(device):
-            buf = self._storage[slot] = torch.empty(n, dtype=self.dtype, device=device)
-        return buf[:n].view(shape)
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         """T5LayerNorm (scale only, no mean subtraction) in float32; returned in the matmul dtype."""
@@ -162,10 +148,9 @@ class TigerDecoder:
         # causal relative position bias of all decoder positions, [1, H, L, L]; row t = query position t
         pos_bias = self.dec_bias.compute_bias(steps, steps, device=device).to(dt)
         layers = self.dec_layers
-        # self-attention cache: per layer, position-major [L, rows, 2, H, dk] (keys, values), in two buffers used in
-        # turn: a step gathers positions < t of the previous buffer through ``parent`` straight into the other one
-        # (one index_select, no concatenation) and writes position t in place.
-        cache = {"cur": None}
+        # self-attention state: each layer's q/k/v projections of every step, and each row's ancestor row at every
+        # earlier step (the beams' histories are followed by index, never gathered into a cache)
+        state: dict = {}
         offsets = [vocab.level_offset(t) for t in range(steps)]
         norm = self._norm
 
@@ -206,24 +191,18 @@ class TigerDecoder:
             group = rows // B      # beams per user; rows are user-major (row = user * group + beam)
             x = F.embedding(tokens, self.dec_embed).float()                   # [rows, d], residual stream in fp32
             if t == 0:
-                cache["cur"] = self._buffer("first", (len(layers), 1, rows, 2, H, dk), device)
-            else:
-                # ping-pong between two buffers: odd steps write "odd", even steps "even"
-                nxt = self._buffer("odd" if t % 2 else "even", (len(layers), steps, rows, 2, H, dk), device)
-                for i in range(len(layers)):                     # follow each beam to the row it extends
-                    torch.index_select(cache["cur"][i, :t], 1, parent, out=nxt[i, :t])
-                cache["cur"] = nxt
-            kv_all = cache["cur"]
-            bias = pos_bias[:, :, t:t + 1, :t + 1]
+                state["anc"] = torch.empty(0, rows, dtype=torch.long, device=device)
+                state["qkv"] = [[] for _ in layers]
+            else:                                                # each beam's ancestor row at every earlier step
+                state["anc"] = extend_ancestors(state["anc"], parent)
+            bias = pos_bias[0, :, t, :t + 1]                                                    # [H, t + 1]
             for i, w in enumerate(layers):
-                # causal self-attention over the cached prefix (one new query per row)
+                # causal self-attention: the new query against the row's ancestors' keys/values, read in place
                 qkv = F.linear(norm(x, w["norm_sa"], w["eps"]), w["w_qkv"]).view(rows, 3, H, dk)
-                kv_all[i, t] = qkv[:, 1:]
-                kv = kv_all[i, :t + 1]                                                        # [t+1, rows, 2, H, dk]
-                a = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:, :, 0].permute(1, 2, 0, 3),
-                                                   kv[:, :, 1].permute(1, 2, 0, 3), attn_mask=bias,
-                                                   scale=1.0)                                     # [rows, H, 1, dk]
-                x = x + F.linear(a.reshape(rows, inner), w["w_sa_o"]).float()
+                history = state["qkv"][i]
+                history.append(qkv)
+                a = beam_attention(history, state["anc"], bias)                                  # [rows, inner]
+                x = x + F.linear(a, w["w_sa_o"]).float()
                 # cross-attention: a user's beams are the query axis of one attention over that user's K/V
                 q = F.linear(norm(x, w["norm_ca"], w["eps"]), w["w_ca_q"])
                 x = x + F.linear(cross_attention(q, i, group), w["w_ca_o"]).float()
