@@ -25,9 +25,6 @@ TORCH_LIBRARY(letter_fast, m) {
   // read in place from each step's [rows_p, 3, H, d_kv] projections; out [rows, H * d_kv].
   // See letter_fast/ops/beam_attention.py (API and reference).
   m.def("beam_attention(Tensor[] qkv, Tensor anc, Tensor bias) -> Tensor");
-  // Its cross-attention: q [users * group, H * d_kv] (a user's beams) against that user's encoder
-  // keys/values kv [users, S, 2, H, d_kv], keep [users, S] bool; out [users * group, H * d_kv].
-  m.def("beam_cross_attention(Tensor q, Tensor kv, Tensor keep, int group) -> Tensor");
   // Trie-masked beam step: top-k valid continuations per query, each [Q, k]
   // (parent row, code, child node: int64; score: float32). See letter_fast/genrec/beam_search.py.
   m.def("trie_step(Tensor node, Tensor log_probs, Tensor scores, Tensor child_ptr, Tensor child_code, "

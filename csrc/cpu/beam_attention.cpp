@@ -68,56 +68,9 @@ at::Tensor beam_attention_meta(at::TensorList qkv, const at::Tensor& anc, const 
   return at::empty({rows, H * dk}, qkv.back().options());
 }
 
-void check_cross(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& keep, int64_t group) {
-  TORCH_CHECK(kv.dim() == 5 && kv.size(2) == 2, "beam_cross_attention: kv must be [users, S, 2, H, d_kv], got ",
-              kv.sizes());
-  const int64_t users = kv.size(0), S = kv.size(1), H = kv.size(3), dk = kv.size(4);
-  TORCH_CHECK(group >= 1, "beam_cross_attention: group must be >= 1, got ", group);
-  TORCH_CHECK(q.dim() == 2 && q.size(0) == users * group && q.size(1) == H * dk,
-              "beam_cross_attention: q must be [", users * group, ", ", H * dk, "], got ", q.sizes());
-  TORCH_CHECK(q.scalar_type() == kv.scalar_type(), "beam_cross_attention: q and kv differ in dtype");
-  TORCH_CHECK(keep.dim() == 2 && keep.size(0) == users && keep.size(1) == S && keep.scalar_type() == at::kBool,
-              "beam_cross_attention: keep must be bool [", users, ", ", S, "], got ", keep.scalar_type(), " ",
-              keep.sizes());
-}
-
-at::Tensor beam_cross_attention_cpu(const at::Tensor& q_in, const at::Tensor& kv_in, const at::Tensor& keep_in,
-                                    int64_t group) {
-  check_cross(q_in, kv_in, keep_in, group);
-  const auto dtype = q_in.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "beam_cross_attention (cpu): float32 or bfloat16, got ",
-              dtype);
-  const auto q = q_in.contiguous(), kv = kv_in.contiguous(), keep = keep_in.contiguous();
-  const int64_t users = kv.size(0), S = kv.size(1), H = kv.size(3), dk = kv.size(4);
-  auto out = at::empty({users * group, H * dk}, q.options());
-  if (users == 0) return out;
-  if (dtype == at::kFloat) {
-    cpu::beam_attention::cross_attend<float>(q.data_ptr<float>(), kv.data_ptr<float>(), keep.data_ptr<bool>(), users,
-                                             group, S, H, dk, out.data_ptr<float>());
-  } else {
-    using Bf = cpu::beam_attention::BFloat16Bits;
-    cpu::beam_attention::cross_attend<Bf>(reinterpret_cast<const Bf*>(q.data_ptr()),
-                                          reinterpret_cast<const Bf*>(kv.data_ptr()), keep.data_ptr<bool>(), users,
-                                          group, S, H, dk, reinterpret_cast<Bf*>(out.data_ptr()));
-  }
-  return out;
-}
-
-at::Tensor beam_cross_attention_meta(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& keep,
-                                     int64_t group) {
-  check_cross(q, kv, keep, group);
-  return at::empty({q.size(0), q.size(1)}, q.options());
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(letter_fast, CPU, m) {
-  m.impl("beam_attention", &beam_attention_cpu);
-  m.impl("beam_cross_attention", &beam_cross_attention_cpu);
-}
-TORCH_LIBRARY_IMPL(letter_fast, Meta, m) {
-  m.impl("beam_attention", &beam_attention_meta);
-  m.impl("beam_cross_attention", &beam_cross_attention_meta);
-}
+TORCH_LIBRARY_IMPL(letter_fast, CPU, m) { m.impl("beam_attention", &beam_attention_cpu); }
+TORCH_LIBRARY_IMPL(letter_fast, Meta, m) { m.impl("beam_attention", &beam_attention_meta); }
 
 }  // namespace letter_fast

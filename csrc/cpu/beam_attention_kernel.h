@@ -10,9 +10,6 @@
 // t * rows * 2 * H * dk values per layer and step; here the ancestors are followed by index and
 // only the dk-wide rows that are used are read.
 //
-// cross_attend (below) is the matching cross-attention: a user's beams against that user's encoder
-// states, keys and values read once per (user, head) for all of the user's beams.
-//
 // Used by the torch launcher (beam_attention.cpp); only the standard library here.
 #pragma once
 
@@ -93,67 +90,6 @@ void attend(const std::vector<const T*>& qkv, const int64_t* anc, const float* b
         for (int64_t k = 0; k < dk; ++k) from_float(acc[k], o + k);
       }
     }
-  }
-}
-
-// Cross-attention of a user's beams to that user's encoder states (T5: no scaling). q: [users *
-// group][H][dk] (rows user-major), kv: [users][S][2][H][dk] (keys, values), keep: [users][S] (0 =
-// padding). out: [users * group][H][dk]. Each (user, head) copies its S keys and values once into
-// contiguous float rows and serves all `group` queries from them. A row whose keys are all padding
-// gets zeros.
-template <typename T>
-void cross_attend(const T* q, const T* kv, const bool* keep, int64_t users, int64_t group, int64_t S,
-                  int64_t heads, int64_t dk, T* out) {
-  const int64_t inner = heads * dk;
-#pragma omp parallel if (users * group * S * inner >= (1 << 16))
-  {
-    std::vector<float> k(static_cast<size_t>(S * dk)), v(static_cast<size_t>(S * dk)), s(static_cast<size_t>(S)),
-        qf(static_cast<size_t>(dk)), acc(static_cast<size_t>(dk));
-#pragma omp for schedule(static) collapse(2)
-    for (int64_t u = 0; u < users; ++u)
-      for (int64_t h = 0; h < heads; ++h) {
-        for (int64_t j = 0; j < S; ++j) {
-          const T* kj = kv + ((u * S + j) * 2 * heads + h) * dk;
-          const T* vj = kj + inner;
-          for (int64_t x = 0; x < dk; ++x) {
-            k[j * dk + x] = to_float(kj[x]);
-            v[j * dk + x] = to_float(vj[x]);
-          }
-        }
-        const bool* keep_u = keep + u * S;
-        for (int64_t g = 0; g < group; ++g) {
-          const int64_t row = u * group + g;
-          const T* qh = q + row * inner + h * dk;
-          for (int64_t x = 0; x < dk; ++x) qf[x] = to_float(qh[x]);
-          float m = -INFINITY;
-          for (int64_t j = 0; j < S; ++j) {
-            if (!keep_u[j]) continue;
-            const float* kj = k.data() + j * dk;
-            float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-            for (int64_t x = 0; x < dk; ++x) dot += qf[x] * kj[x];
-            s[j] = dot;
-            m = std::max(m, dot);
-          }
-          std::fill(acc.begin(), acc.end(), 0.0f);
-          if (m > -INFINITY) {
-            float total = 0.0f;
-            for (int64_t j = 0; j < S; ++j) {
-              s[j] = keep_u[j] ? std::exp(s[j] - m) : 0.0f;
-              total += s[j];
-            }
-            for (int64_t j = 0; j < S; ++j) {
-              if (!keep_u[j]) continue;
-              const float w = s[j] / total;
-              const float* vj = v.data() + j * dk;
-#pragma omp simd
-              for (int64_t x = 0; x < dk; ++x) acc[x] += w * vj[x];
-            }
-          }
-          T* o = out + row * inner + h * dk;
-          for (int64_t x = 0; x < dk; ++x) from_float(acc[x], o + x);
-        }
-      }
   }
 }
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from letter_fast.genrec.tiger import PAD_ID, CodeVocabulary, TigerSequences
-from letter_fast.ops.beam_attention import beam_attention, beam_cross_attention, extend_ancestors
+from letter_fast.ops.beam_attention import beam_attention, extend_ancestors
 
 
 class TigerDecoder:
@@ -128,7 +128,7 @@ class TigerDecoder:
         """
         vocab = self.vocab
         B = input_ids.shape[0]
-        H, dk, dt = self.heads, self.d_kv, self.dtype
+        H, dk, inner, dt = self.heads, self.d_kv, self.inner, self.dtype
         device = input_ids.device
         lengths = attention_mask.sum(1)
         right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
@@ -139,10 +139,10 @@ class TigerDecoder:
             first = int(users[0])
             contiguous = bool((users == torch.arange(first, first + users.numel(), device=device)).all())
             enc = self._encode(input_ids[users, :S], attention_mask[users, :S])                  # [b, S, d]
-            kv = [F.linear(enc, w["w_ca_kv"]).view(users.numel(), S, 2, H, dk)
-                  for w in self.dec_layers]                                                      # [b, S, 2, H, dk]
+            kv = [F.linear(enc, w["w_ca_kv"]).view(users.numel(), S, 2, H, dk).permute(2, 0, 3, 1, 4)
+                  for w in self.dec_layers]                                                      # [2, b, H, S, dk]
             chunks.append(dict(users=users, first=first if contiguous else None, kv=kv,
-                               keep=attention_mask[users, :S].bool()))
+                               mask=attention_mask[users, :S].bool()[:, None, None, :]))
         ordered = all(c["first"] is not None for c in chunks) and bool((order == torch.arange(B, device=device)).all())
         steps = vocab.num_levels
         # causal relative position bias of all decoder positions, [1, H, L, L]; row t = query position t
@@ -165,7 +165,10 @@ class TigerDecoder:
                 else:
                     rows_c = (c["users"][:, None] * group + beams).reshape(-1)
                     qc = q.index_select(0, rows_c)
-                a = beam_cross_attention(qc, c["kv"][i], c["keep"], group)                       # [b * g, inner]
+                qc = qc.view(b, group, H, dk).transpose(1, 2)                                   # [b, H, g, dk]
+                k, v = c["kv"][i]
+                a = F.scaled_dot_product_attention(qc, k, v, attn_mask=c["mask"], scale=1.0)     # [b, H, g, dk]
+                a = a.transpose(1, 2).reshape(b * group, inner)
                 if ordered:
                     outs.append(a)
                 else:

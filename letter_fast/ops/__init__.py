@@ -1,11 +1,10 @@
 """Tensor ops with interchangeable backends (see :mod:`letter_fast.ops.backends`)."""
 
 from letter_fast.ops.backends import BACKENDS, BackendUnavailable
-from letter_fast.ops.beam_attention import beam_attention, beam_cross_attention
 from letter_fast.ops.contrastive import codebook_diversity_loss, contrastive_loss, in_batch_contrastive_loss
 from letter_fast.ops.residual_quantize import residual_quantize, rq_code_embeddings, rq_decode
 
 __all__ = [
-    "BACKENDS", "BackendUnavailable", "beam_attention", "beam_cross_attention", "codebook_diversity_loss", "contrastive_loss", "in_batch_contrastive_loss",
+    "BACKENDS", "BackendUnavailable", "codebook_diversity_loss", "contrastive_loss", "in_batch_contrastive_loss",
     "residual_quantize", "rq_code_embeddings", "rq_decode",
 ]

