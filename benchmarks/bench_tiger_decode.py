@@ -8,7 +8,7 @@ a synthetic catalog of the same shape when the data is absent), batch 128, 20 be
 * ``hf-generate+dict-trie-bf16``: the same under bfloat16 autocast; ``hf-generate+TrieLogitsProcessor``: HF's loop
   with letter_fast's vectorized trie instead of the dict (separates the decoder loop's gain from the trie's);
 * ``letter_fast-decoder+trie-<backend>``: :func:`letter_fast.genrec.tiger_decoder.recommend` (encoder once per user,
-  cross-attention K/V shared by a user's beams, cached self-attention reordered through ``parent``) driving
+  cross-attention K/V shared by a user's beams, self-attention reading each beam's ancestors in place through ``beam_attention``) driving
   ``constrained_beam_search`` with each trie-step backend that runs here; ``letter_fast-decoder-bf16+trie``: the same
   with bfloat16 matmuls (AMX on this Xeon), float32 residual stream, norms and log-softmax.
 
