@@ -39,5 +39,8 @@ def residual_quantize_reference(
 
 def code_embeddings(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     """``[B, L, d]`` with row ``[b, l] = codebooks[l, codes[b, l]]`` (differentiable gather)."""
-    levels = torch.arange(codebooks.shape[0], device=codebooks.device)
-    return codebooks[levels, codes]
+    L, N, d = codebooks.shape
+    # one index_select into the flattened codebooks: its backward is an index_add, about half the cost
+    # of the sorting accumulate of advanced indexing's backward
+    flat = (codes + torch.arange(L, device=codes.device) * N).reshape(-1)
+    return codebooks.reshape(L * N, d).index_select(0, flat).view(*codes.shape, d)
