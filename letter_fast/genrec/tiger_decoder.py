@@ -96,6 +96,29 @@ class TigerDecoder:
         self.enc_embed = model.encoder.embed_tokens.weight
         self.dec_embed = model.decoder.embed_tokens.weight
         self.lm_head = model.lm_head.weight.to(dt)
+        self._storage: dict[str, torch.Tensor] = {}     # reusable matmul outputs, see _linear
+
+    def _linear(self, name: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``x [n, in] @ weight[out, in]^T`` written into the decoder's reusable buffer ``name`` (``[n, out]``).
+
+        Decoding allocates the same activation shapes at every step of every batch. As fresh tensors, each 10 MB
+        matmul output is fresh memory from the OS, and faulting it in made the matmuls ~2x slower than the same
+        product into a buffer that is reused (measured at [2560, 128] x [128, 1152] on this CPU: 5.6 vs 2.7 ms). A
+        buffer's content lives until the next call with the same name.
+        """
+        n, out_features = x.shape[0], weight.shape[0]
+        size = n * out_features
+        buf = self._storage.get(name)
+        if buf is None or buf.numel() < size or buf.device != x.device:
+            buf = self._storage[name] = torch.empty(size, dtype=self.dtype, device=x.device)
+        return torch.mm(x, weight.t(), out=buf[:size].view(n, out_features))
+
+    def _storage_like(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """A reusable buffer ``name`` with ``x``'s shape and dtype (see :meth:`_linear`)."""
+        buf = self._storage.get(name)
+        if buf is None or buf.numel() < x.numel() or buf.device != x.device or buf.dtype != x.dtype:
+            buf = self._storage[name] = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
+        return buf[:x.numel()].view(x.shape)
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         """T5LayerNorm (scale only, no mean subtraction) in float32; returned in the matmul dtype."""
@@ -105,18 +128,19 @@ class TigerDecoder:
         """The T5 encoder on one chunk of users (right-padded): ``[b, S, d]`` in the matmul dtype."""
         b, S = input_ids.shape
         H, dk, inner, dt = self.heads, self.d_kv, self.inner, self.dtype
-        x = F.embedding(input_ids, self.enc_embed).float()
+        x = F.embedding(input_ids.reshape(-1), self.enc_embed).float()                           # [b * S, d]
         bias = self.enc_bias.compute_bias(S, S, device=input_ids.device).to(dt)                  # [1, H, S, S]
         keep = attention_mask.bool()[:, None, None, :]
         attn_mask = bias.masked_fill(~keep, float("-inf"))                                       # [b, H, S, S]
+        linear = self._linear
         for w in self.enc_layers:
-            q, k, v = F.linear(self._norm(x, w["norm_sa"], w["eps"]), w["w_qkv"]).view(b, S, 3, H, dk) \
+            q, k, v = linear("enc.qkv", self._norm(x, w["norm_sa"], w["eps"]), w["w_qkv"]).view(b, S, 3, H, dk) \
                 .permute(2, 0, 3, 1, 4).unbind(0)                                                # [b, H, S, dk]
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
-            x = x + F.linear(a.transpose(1, 2).reshape(b, S, inner), w["w_o"]).float()
-            h = F.linear(self._norm(x, w["norm_ff"], w["eps"]), w["w_wi"]).relu_()
-            x = x + F.linear(h, w["w_wo"]).float()
-        return self._norm(x, self.enc_final.weight, self.enc_final.variance_epsilon)
+            x.add_(linear("enc.o", a.transpose(1, 2).reshape(b * S, inner), w["w_o"]))
+            h = linear("enc.h", self._norm(x, w["norm_ff"], w["eps"]), w["w_wi"]).relu_()
+            x.add_(linear("enc.o", h, w["w_wo"]))
+        return self._norm(x, self.enc_final.weight, self.enc_final.variance_epsilon).view(b, S, self.d)
 
     @torch.no_grad()
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Callable:
@@ -134,13 +158,14 @@ class TigerDecoder:
         right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
         order = torch.argsort(lengths, stable=True)
         chunks = []
-        for users in order.split(max(1, self.chunk_users)):
+        for ci, users in enumerate(order.split(max(1, self.chunk_users))):
             S = int(lengths[users].max()) if right_padded else input_ids.shape[1]
             first = int(users[0])
             contiguous = bool((users == torch.arange(first, first + users.numel(), device=device)).all())
             enc = self._encode(input_ids[users, :S], attention_mask[users, :S])                  # [b, S, d]
-            kv = [F.linear(enc, w["w_ca_kv"]).view(users.numel(), S, 2, H, dk).permute(2, 0, 3, 1, 4)
-                  for w in self.dec_layers]                                                      # [2, b, H, S, dk]
+            kv = [self._linear(f"kv.{ci}.{i}", enc.view(-1, self.d), w["w_ca_kv"])
+                  .view(users.numel(), S, 2, H, dk).permute(2, 0, 3, 1, 4)
+                  for i, w in enumerate(self.dec_layers)]                                        # [2, b, H, S, dk]
             chunks.append(dict(users=users, first=first if contiguous else None, kv=kv,
                                mask=attention_mask[users, :S].bool()[:, None, None, :]))
         ordered = all(c["first"] is not None for c in chunks) and bool((order == torch.arange(B, device=device)).all())
@@ -152,11 +177,11 @@ class TigerDecoder:
         # earlier step (the beams' histories are followed by index, never gathered into a cache)
         state: dict = {}
         offsets = [vocab.level_offset(t) for t in range(steps)]
-        norm = self._norm
+        norm, linear = self._norm, self._linear
 
         def cross_attention(q: torch.Tensor, i: int, group: int) -> torch.Tensor:
             """``q [rows, inner]`` (rows user-major, ``group`` per user) attends to its own user's encoder states."""
-            outs, out = [], (None if ordered else torch.empty_like(q))
+            outs, out = [], (None if ordered else self._storage_like("ca", q))
             beams = torch.arange(group, device=device)
             for c in chunks:
                 b = c["users"].numel()
@@ -173,7 +198,7 @@ class TigerDecoder:
                     outs.append(a)
                 else:
                     out.index_copy_(0, rows_c, a)
-            return torch.cat(outs) if ordered else out
+            return torch.cat(outs, out=self._storage_like("ca", q)) if ordered else out
 
         @torch.no_grad()
         def step_fn(prefix: torch.Tensor, parent: Optional[torch.Tensor]) -> torch.Tensor:
@@ -198,20 +223,21 @@ class TigerDecoder:
             bias = pos_bias[0, :, t, :t + 1]                                                    # [H, t + 1]
             for i, w in enumerate(layers):
                 # causal self-attention: the new query against the row's ancestors' keys/values, read in place
-                qkv = F.linear(norm(x, w["norm_sa"], w["eps"]), w["w_qkv"]).view(rows, 3, H, dk)
+                # (each step's projections live in their own buffer until the batch ends: later steps read them)
+                qkv = linear(f"qkv.{i}.{t}", norm(x, w["norm_sa"], w["eps"]), w["w_qkv"]).view(rows, 3, H, dk)
                 history = state["qkv"][i]
                 history.append(qkv)
                 a = beam_attention(history, state["anc"], bias)                                  # [rows, inner]
-                x = x + F.linear(a, w["w_sa_o"]).float()
+                x.add_(linear("o", a, w["w_sa_o"]))
                 # cross-attention: a user's beams are the query axis of one attention over that user's K/V
-                q = F.linear(norm(x, w["norm_ca"], w["eps"]), w["w_ca_q"])
-                x = x + F.linear(cross_attention(q, i, group), w["w_ca_o"]).float()
+                q = linear("q", norm(x, w["norm_ca"], w["eps"]), w["w_ca_q"])
+                x.add_(linear("o", cross_attention(q, i, group), w["w_ca_o"]))
                 # ReLU feed-forward
-                h = F.linear(norm(x, w["norm_ff"], w["eps"]), w["w_wi"]).relu_()
-                x = x + F.linear(h, w["w_wo"]).float()
+                h = linear("h", norm(x, w["norm_ff"], w["eps"]), w["w_wi"]).relu_()
+                x.add_(linear("o", h, w["w_wo"]))
             x = norm(x, self.dec_final.weight, self.dec_final.variance_epsilon) * self.output_scale
             # log-softmax over the whole vocabulary, materialized only for this level's codes
-            logits = F.linear(x, self.lm_head).float()
+            logits = linear("logits", x, self.lm_head).float()
             return logits[:, offsets[t]:offsets[t] + vocab.num_codes] - torch.logsumexp(logits, dim=-1, keepdim=True)
 
         return step_fn
