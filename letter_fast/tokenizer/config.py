@@ -33,6 +33,9 @@ class TokenizeConfig:
     sinkhorn_last_level: bool = field(default=True, metadata={"help": "balanced (Sinkhorn) last level in training"})
     sinkhorn_epsilon: float = field(default=0.003, metadata={"help": "Sinkhorn entropy weight"})
     sinkhorn_iters: int = field(default=50, metadata={"help": "Sinkhorn iterations"})
+    mlp_precision: str = field(default="fp32", metadata={
+        "help": "fp32 | bf16: encoder/decoder matmuls in training under bfloat16 autocast (quantization and losses "
+                "stay float32)"})
     epochs: int = field(default=200, metadata={"help": "training epochs"})
     batch_size: int = field(default=1024, metadata={"help": "items per step"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
@@ -58,7 +61,7 @@ class TokenizeConfig:
                     cf_temperature=self.cf_temperature, diversity_clusters=self.diversity_clusters,
                     diversity_cluster_sizes=(self.diversity_min_size, self.diversity_max_size),
                     sinkhorn_last_level=self.sinkhorn_last_level, sinkhorn_epsilon=self.sinkhorn_epsilon,
-                    sinkhorn_iters=self.sinkhorn_iters)
+                    sinkhorn_iters=self.sinkhorn_iters, mlp_precision=self.mlp_precision)
 
     def train_config(self, progress: bool = True) -> TokenizerTrainConfig:
         return TokenizerTrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,

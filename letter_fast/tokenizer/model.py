@@ -69,6 +69,7 @@ class LetterTokenizer(nn.Module):
         sinkhorn_last_level: bool = True,
         sinkhorn_epsilon: float = 0.003,
         sinkhorn_iters: int = 50,
+        mlp_precision: str = "fp32",
         backend: Optional[str] = None,
     ):
         super().__init__()
@@ -87,6 +88,9 @@ class LetterTokenizer(nn.Module):
         self.diversity_clusters, self.diversity_cluster_sizes = diversity_clusters, (lo, hi)
         self.sinkhorn_last_level = sinkhorn_last_level
         self.sinkhorn_epsilon, self.sinkhorn_iters = sinkhorn_epsilon, sinkhorn_iters
+        if mlp_precision not in ("fp32", "bf16"):
+            raise ValueError(f"mlp_precision must be 'fp32' or 'bf16', got {mlp_precision!r}")
+        self.mlp_precision = mlp_precision
         self.backend = backend
         self.encoder = mlp([input_dim, *hidden_dims, latent_dim])
         self.decoder = mlp([latent_dim, *reversed(hidden_dims), input_dim])
@@ -197,12 +201,21 @@ class LetterTokenizer(nn.Module):
 
     # ------------------------------------------------------------------ training
 
+    def _mlp(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The encoder or decoder in training; with ``mlp_precision="bf16"`` its matmuls run under bfloat16 autocast
+        (AMX on recent Xeons, tensor cores on GPUs) and the output comes back float32, so quantization and every
+        loss stay float32. Inference (:meth:`encode_items`) always runs float32."""
+        if self.mlp_precision == "bf16":
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+                return net(x).float()
+        return net(x)
+
     def forward(self, s: torch.Tensor, cf: Optional[torch.Tensor] = None,
                 generator: Optional[torch.Generator] = None) -> dict:
         """Losses of one batch: semantic embeddings ``s [B, D_in]``, CF embeddings ``cf [B, d]``."""
         if not bool(self.initialized):
             raise RuntimeError("codebooks are not initialized: call init_codebooks(embeddings) first")
-        z = self.encoder(s)
+        z = self._mlp(self.encoder, s)
         codes = self.quantize(z, balanced_last_level=self.training and self.sinkhorn_last_level)
         e = rq_code_embeddings(codes, self.codebooks)                           # [B, L, d]
         # r_{l-1} = z - sum_{j<l} sg(e_j): the chain sees the codebooks only through sg(e)
@@ -210,7 +223,7 @@ class LetterTokenizer(nn.Module):
         residuals = z[:, None, :] - prefix                                      # [B, L, d]
         codebook_loss = F.mse_loss(e, residuals.detach()) + self.commitment * F.mse_loss(e.detach(), residuals)
         z_hat = e.sum(dim=1)
-        recon = self.decoder(z + (z_hat - z).detach())
+        recon = self._mlp(self.decoder, z + (z_hat - z).detach())
         recon_loss = F.mse_loss(recon, s)
         zero = z.new_zeros(())
         cf_loss = zero
@@ -239,5 +252,5 @@ class LetterTokenizer(nn.Module):
             commitment=self.commitment, alpha=self.alpha, beta=self.beta, cf_temperature=self.cf_temperature,
             diversity_clusters=self.diversity_clusters, diversity_cluster_sizes=list(self.diversity_cluster_sizes),
             sinkhorn_last_level=self.sinkhorn_last_level, sinkhorn_epsilon=self.sinkhorn_epsilon,
-            sinkhorn_iters=self.sinkhorn_iters,
+            sinkhorn_iters=self.sinkhorn_iters, mlp_precision=self.mlp_precision,
         )

@@ -99,6 +99,23 @@ def test_diversity_loss_equals_per_item_contrastive(batch):
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-6)
 
 
+def test_bf16_mlp_keeps_quantization_and_losses_float32(catalog):
+    s, cf = catalog.embeddings["semantic"][:128], catalog.embeddings["cf_planted"][:128]
+    fp32, bf16 = small_model(alpha=0.1, beta=0.01), small_model(alpha=0.1, beta=0.01, mlp_precision="bf16")
+    for m in (fp32, bf16):
+        m.init_codebooks(s)
+        m.refresh_code_clusters()
+    out = bf16(s, cf)
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in bf16.parameters())
+    # same weights, bfloat16 matmuls: the loss moves by bfloat16 rounding, not more
+    assert out["recon"] == pytest.approx(float(fp32(s, cf)["recon"]), rel=0.05)
+    assert LetterTokenizer(**bf16.settings()).mlp_precision == "bf16"
+    with pytest.raises(ValueError, match="mlp_precision"):
+        small_model(mlp_precision="fp16")
+
+
 def test_invalid_cluster_settings():
     with pytest.raises(ValueError, match="cannot form 10 clusters"):
         LetterTokenizer(input_dim=8, codebook_size=32, beta=0.1)
