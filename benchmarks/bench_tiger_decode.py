@@ -7,10 +7,12 @@ a synthetic catalog of the same shape when the data is absent), batch 128, 20 be
   dict trie, L codes + EOS, as the TIGER/LETTER reference code decodes;
 * ``hf-generate+dict-trie-bf16``: the same under bfloat16 autocast; ``hf-generate+TrieLogitsProcessor``: HF's loop
   with letter_fast's vectorized trie instead of the dict (separates the decoder loop's gain from the trie's);
-* ``letter_fast-decoder+trie-<backend>``: :func:`letter_fast.genrec.tiger_decoder.recommend` (encoder once per user,
+* ``letter_fast-decoder+trie-<backend>``: :func:`letter_fast.genrec.tiger_decoder.recommend` with one
+  :class:`TigerDecoder` kept across calls, as an evaluation over many batches keeps it (encoder once per user,
   cross-attention K/V shared by a user's beams, self-attention reading each beam's ancestors in place through ``beam_attention``) driving
   ``constrained_beam_search`` with each trie-step backend that runs here; ``letter_fast-decoder-bf16+trie``: the same
-  with bfloat16 matmuls (AMX on this Xeon), float32 residual stream, norms and log-softmax.
+  with bfloat16 matmuls (AMX on this Xeon), float32 residual stream, norms and log-softmax;
+  ``letter_fast-decoder+trie (new decoder per call)``: a cold decoder every call (weights read, buffers allocated).
 
 One call = one batch of 128 users; users/s = 128 / median seconds. Target (issue 6): at least 20x the users/s of the
 reference. Also recorded: agreement of the two top-10 lists (HF ranks with the EOS term, ours without; a trained
@@ -116,16 +118,23 @@ def cases(model, vocab, codes, users: TigerSequences, beams: int, device: str = 
                         lambda: (lambda: hf_generate_recommend(model, vocab, codes, ids, mask, num_beams=beams,
                                                                with_eos=True, logits_processor=processor)),
                         device, note="HF generate's loop, letter_fast's vectorized trie"))
+    # One TigerDecoder per row, built once like the model itself (an evaluation over many batches reuses one: the
+    # weights are read once and the work buffers stay); the first row also times a new decoder per call.
+    out.append(Case(NAME, "letter_fast-decoder+trie (new decoder per call)", params,
+                    lambda: (lambda: recommend(model, vocab, index, users, num_beams=beams, batch_size=B,
+                                               device=device)), device))
     for backend, why in backends.available(torch.device(device)).items():
         if why is not None:
             continue
         out.append(Case(NAME, f"letter_fast-decoder+trie-{backend}", params,
-                        lambda backend=backend: (lambda: recommend(model, vocab, index, users, num_beams=beams,
-                                                                   batch_size=B, device=device, backend=backend)),
+                        lambda backend=backend: (lambda d=TigerDecoder(model, vocab): recommend(
+                            model, vocab, index, users, num_beams=beams, batch_size=B, device=device, backend=backend,
+                            decoder=d)),
                         device))
     out.append(Case(NAME, "letter_fast-decoder-bf16+trie", params,
-                    lambda: (lambda: recommend(model, vocab, index, users, num_beams=beams, batch_size=B,
-                                               device=device, autocast_dtype=torch.bfloat16)),
+                    lambda: (lambda d=TigerDecoder(model, vocab, dtype=torch.bfloat16): recommend(
+                        model, vocab, index, users, num_beams=beams, batch_size=B, device=device,
+                        autocast_dtype=torch.bfloat16, decoder=d)),
                     device, note="bfloat16 matmuls, float32 residual/norms/log-softmax"))
     return out
 

@@ -246,7 +246,8 @@ class TigerDecoder:
 @torch.no_grad()
 def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *, num_beams: int = 20,
               num_return: Optional[int] = None, batch_size: int = 256, device=None, autocast_dtype=None,
-              progress: bool = False, return_identifiers: bool = False, backend: Optional[str] = None):
+              progress: bool = False, return_identifiers: bool = False, backend: Optional[str] = None,
+              decoder: Optional[TigerDecoder] = None):
     """Top items for every sample of ``sequences``: ``(item_ids [S, num_return], scores [S, num_return])``.
 
     With ``return_identifiers`` also the identifier ids of ``index`` ``[S, num_return]`` (with collisions an
@@ -257,6 +258,8 @@ def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the matmuls in that precision (see :class:`TigerDecoder`);
     scores stay float32.
     ``backend`` picks the trie step kernel of the search (default: the fastest that runs here).
+    ``decoder``: a :class:`TigerDecoder` of this model to reuse across calls (a serving loop keeps one: it reads the
+    weights once and keeps its work buffers); default: a new one per call, reused across this call's batches.
     """
     from letter_fast.genrec import constrained_beam_search
 
@@ -266,7 +269,10 @@ def recommend(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    decoder = TigerDecoder(model, vocab, dtype=autocast_dtype)
+    if decoder is None:
+        decoder = TigerDecoder(model, vocab, dtype=autocast_dtype)
+    elif decoder.model is not model or decoder.dtype != (autocast_dtype or next(model.parameters()).dtype):
+        raise ValueError("recommend: decoder was built for another model or matmul dtype")
     S = len(sequences)
     order = torch.argsort(sequences.lengths.cpu(), stable=True)
     item_ids = torch.full((S, num_return), -1, dtype=torch.long)
