@@ -115,6 +115,14 @@ def resolve(
     return name
 
 
+def resolve_cpu_kernel_op(op: str, backend: Optional[str], device: torch.device) -> str:
+    """:func:`resolve` for an op with a reference and a ``cpu`` kernel only: GPU tensors take the reference."""
+    def no_gpu_kernel() -> str:
+        return f"{op} has no GPU kernel; the reference runs on GPUs"
+
+    return resolve(op, backend, device, limits={"cuda": no_gpu_kernel, "triton": no_gpu_kernel})
+
+
 def available(device: torch.device) -> dict[str, Optional[str]]:
     """Each backend's reason it cannot run on ``device`` (None = runs)."""
     return {b: generic_reason(b, device) for b in BACKENDS}

@@ -74,8 +74,7 @@ def beam_attention(qkv: Sequence[torch.Tensor], anc: torch.Tensor, bias: torch.T
         raise ValueError(f"{OP}: anc must be int64 [{t}, {rows}], got {anc.dtype} {tuple(anc.shape)}")
     if tuple(bias.shape) != (cur.shape[2], t + 1):
         raise ValueError(f"{OP}: bias must be [{cur.shape[2]}, {t + 1}], got {tuple(bias.shape)}")
-    no_gpu_kernel = lambda: f"{OP} has no GPU kernel; the reference runs on GPUs"  # noqa: E731
-    chosen = backends.resolve(OP, backend, cur.device, limits={"cuda": no_gpu_kernel, "triton": no_gpu_kernel})
+    chosen = backends.resolve_cpu_kernel_op(OP, backend, cur.device)
     if chosen == "cpu":
         return torch.ops.letter_fast.beam_attention(list(qkv), anc, bias)
     return beam_attention_reference(qkv, anc, bias)

@@ -115,8 +115,7 @@ def sinkhorn_assignment(dist: torch.Tensor, epsilon: float = 0.003, iters: int =
     if not (epsilon > 0 and iters >= 0 and absorb_every > 0):
         raise ValueError(f"{op}: need epsilon > 0, iters >= 0, absorb_every > 0; got {epsilon}, {iters}, {absorb_every}")
     checks.finite(dist, "dist", op)
-    no_gpu_kernel = lambda: "sinkhorn_assignment has no GPU kernel; the reference runs on GPUs"  # noqa: E731
-    chosen = backends.resolve(op, backend, dist.device, limits={"cuda": no_gpu_kernel, "triton": no_gpu_kernel})
+    chosen = backends.resolve_cpu_kernel_op(op, backend, dist.device)
     if chosen == "cpu":
         return torch.ops.letter_fast.sinkhorn_assign(dist.detach(), float(epsilon), int(iters), int(absorb_every))
     return sinkhorn_assignment_reference(dist, epsilon, iters, absorb_every)
