@@ -25,7 +25,7 @@ cudaError_t residual_quantize(ElementType type, const void* z, int64_t stride_ro
 // Widest row the contrastive kernels keep in registers (a row and its gradient accumulator).
 constexpr int64_t kContrastiveMaxDim = 128;
 
-// Fused softmax contrastive loss (csrc/cuda/contrastive_kernel.cu). All float arrays are float32
+// Fused softmax contrastive loss (csrc/cuda/contrastive_loss_kernel.cu). All float arrays are float32
 // contiguous: anchors [B][d] already L2-normalized when asked and multiplied by 1/tau, so a dot
 // product is the logit; candidates [M][d]; positives [B] and exclude [B] (nullptr: none) int64.
 // forward writes loss [B] and lse [B].
@@ -47,7 +47,7 @@ cudaError_t contrastive_grad_candidates(const float* anchors, const float* candi
                                         const float* lse, const float* coef, const float* g,
                                         int64_t B, int64_t M, int64_t d,
                                         float* grad_candidates, cudaStream_t stream);
-// Trie-masked beam step (math: csrc/cpu/trie_step_kernel.h). node [Q*B] int64, log_probs rows of
+// Trie-masked beam step (math: csrc/cpu/trie_kernel.h). node [Q*B] int64, log_probs rows of
 // `type` at lp[r * stride_row + code * stride_col], scores [Q*B] float32, child_ptr int32,
 // child_code int16 (code_is_int32 = false) or int32; outputs [Q][k]. `scratch` is int64 device
 // memory of trie_step_scratch_elems(Q, B, N) elements (may be null when that is 0).

@@ -8,8 +8,7 @@
 #include <set>
 #include <vector>
 
-#include "../cpu/trie_build_kernel.h"
-#include "../cpu/trie_step_kernel.h"
+#include "../cpu/trie_kernel.h"
 
 namespace {
 

@@ -21,7 +21,7 @@ the tiles and forms ``W_ij = g_i (softmax_ij - [j = p_i])`` on the fly, so memor
 ``O((B + M) d)`` at every size. Inputs may be float32, float16 or bfloat16 (accumulated in
 float32) or float64 (accumulated in float64; reference and cpu backends).
 
-Layers, as for every op: kernel (csrc/cpu/contrastive_kernel.h, csrc/cuda/contrastive_kernel.cu,
+Layers, as for every op: kernel (csrc/cpu/contrastive_loss_kernel.h, csrc/cuda/contrastive_loss_kernel.cu,
 ops/triton/contrastive.py) -> registered ops ``contrastive_loss_forward`` /
 ``contrastive_loss_backward`` + autograd rule (here) -> functional API (here).
 """

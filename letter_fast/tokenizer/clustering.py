@@ -104,7 +104,7 @@ def sinkhorn_assignment(dist: torch.Tensor, epsilon: float = 0.003, iters: int =
 
     Entropic optimal transport with uniform marginals, log-stabilized; the math is in
     :func:`sinkhorn_assignment_reference`. ``backend``: ``auto`` (default), ``reference`` or
-    ``cpu`` (the fused kernel of csrc/cpu/sinkhorn_kernel.h: one pass over the kernel matrix per
+    ``cpu`` (the fused kernel of csrc/cpu/sinkhorn_assign_kernel.h: one pass over the kernel matrix per
     iteration, no per-iteration torch ops). GPU tensors run the reference, whose few large ops
     already suit a GPU.
     """

@@ -1,4 +1,4 @@
-// Fused softmax contrastive loss on the GPU (math: csrc/cpu/contrastive_kernel.h).
+// Fused softmax contrastive loss on the GPU (math: csrc/cpu/contrastive_loss_kernel.h).
 //
 // One thread owns one output row (an anchor in the forward and anchor-gradient kernels, a
 // candidate in the candidate-gradient kernel): the row lives in registers (kDim floats, the

@@ -13,7 +13,7 @@
 // running (distance, index) pair per SIMD lane.
 //
 // This header is used by the torch launcher (rq.cpp) and by the plain C++ unit test
-// (csrc/tests/test_rq.cpp), which is why it depends on nothing but the standard library.
+// (csrc/tests/test_residual_quantize.cpp), which is why it depends on nothing but the standard library.
 #pragma once
 
 #include <algorithm>

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "../cpu/contrastive_kernel.h"
+#include "../cpu/contrastive_loss_kernel.h"
 
 namespace {
 

@@ -17,7 +17,7 @@
 // split over threads, each with private column sums reduced after the pass (N floats each).
 //
 // exp is the vectorized polynomial of fast_math.h (relative error < 2e-7).
-// Used by the torch launcher (sinkhorn.cpp); only the standard library here.
+// Used by the torch launcher (sinkhorn_assign.cpp); only the standard library here.
 #pragma once
 
 #include <algorithm>

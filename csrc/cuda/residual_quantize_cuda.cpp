@@ -1,5 +1,5 @@
 // CUDA implementation of letter_fast::residual_quantize: checks, dtype mapping, stream, then the
-// plain kernel in rq_kernel.cu. Built only when the extension is compiled with CUDA.
+// plain kernel in residual_quantize_kernel.cu. Built only when the extension is compiled with CUDA.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>

@@ -1,5 +1,5 @@
 // CUDA implementation of letter_fast::trie_step: checks, dtype mapping, scratch, stream, then the
-// plain kernel in trie_step_kernel.cu. Built only when the extension is compiled with CUDA.
+// plain kernel in trie_kernel.cu. Built only when the extension is compiled with CUDA.
 // (trie_walk on CUDA tensors runs the vectorized PyTorch walk; see letter_fast/genrec/beam_search.py.)
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>

@@ -5,7 +5,7 @@
 #include <random>
 #include <vector>
 
-#include "../cpu/rq_kernel.h"
+#include "../cpu/residual_quantize_kernel.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// Trie-masked beam step on the GPU (math and candidate order: csrc/cpu/trie_step_kernel.h).
+// Trie-masked beam step on the GPU (math and candidate order: csrc/cpu/trie_kernel.h).
 //
 // One block per query. Every candidate slot (beam b, child slot j < N) of the query gets one int64
 // key, held in shared memory (global scratch when B * N does not fit):

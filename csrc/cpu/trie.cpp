@@ -1,5 +1,5 @@
 // CPU and Meta implementations of letter_fast::trie_step and letter_fast::trie_walk (schemas in
-// csrc/letter_fast.cpp). Thin launchers: memory-safety checks, dtype dispatch, trie_step_kernel.h.
+// csrc/letter_fast.cpp). Thin launchers: memory-safety checks, dtype dispatch, trie_kernel.h.
 // Friendly validation lives in letter_fast/genrec/beam_search.py.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -8,8 +8,7 @@
 
 #include <cstring>
 
-#include "trie_build_kernel.h"
-#include "trie_step_kernel.h"
+#include "trie_kernel.h"
 
 namespace letter_fast {
 namespace {

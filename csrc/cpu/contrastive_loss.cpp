@@ -1,11 +1,11 @@
 // CPU and Meta implementations of letter_fast::contrastive_loss_forward / _backward (schemas in
 // csrc/letter_fast.cpp). Thin launcher: checks that protect memory safety, conversion to the
-// accumulation type (float32, or float64 for float64 inputs), then contrastive_kernel.h.
+// accumulation type (float32, or float64 for float64 inputs), then contrastive_loss_kernel.h.
 // User-facing validation with friendly messages lives in letter_fast/ops/contrastive.py.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "contrastive_kernel.h"
+#include "contrastive_loss_kernel.h"
 
 namespace letter_fast {
 namespace {

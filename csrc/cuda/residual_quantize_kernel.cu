@@ -1,4 +1,4 @@
-// Fused nearest-code residual quantization on the GPU (math: csrc/cpu/rq_kernel.h).
+// Fused nearest-code residual quantization on the GPU (math: csrc/cpu/residual_quantize_kernel.h).
 //
 // One thread owns one row: its residual lives in registers (kDim floats, kDim = the padded
 // latent width), so a row is read once and nothing of size [B, N] is ever written. A block of

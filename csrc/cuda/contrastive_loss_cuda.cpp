@@ -1,6 +1,6 @@
 // CUDA implementation of letter_fast::contrastive_loss_forward / _backward: checks, the
 // O((B + M) d) row preparation (float32, L2 normalization, 1/tau folded into the anchors) and
-// the normalization's Jacobian in ATen, then the plain kernels in contrastive_kernel.cu.
+// the normalization's Jacobian in ATen, then the plain kernels in contrastive_loss_kernel.cu.
 // Built only when the extension is compiled with CUDA.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>

@@ -1,11 +1,11 @@
 // CPU and Meta implementations of letter_fast::residual_quantize (schema in csrc/letter_fast.cpp).
-// Thin launcher: argument checks that protect memory safety, dtype dispatch, then rq_kernel.h.
+// Thin launcher: argument checks that protect memory safety, dtype dispatch, then residual_quantize_kernel.h.
 // User-facing validation with friendly messages lives in letter_fast/ops/residual_quantize.py.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
-#include "rq_kernel.h"
+#include "residual_quantize_kernel.h"
 
 namespace letter_fast {
 namespace {

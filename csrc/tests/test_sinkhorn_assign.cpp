@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "../cpu/sinkhorn_kernel.h"
+#include "../cpu/sinkhorn_assign_kernel.h"
 
 namespace {
 

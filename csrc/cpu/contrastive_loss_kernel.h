@@ -20,11 +20,11 @@
 //
 // Dot products use a tile-wise transposed copy of the candidates: the inner loop is one
 // broadcast of a_i[k] and one contiguous vector load per FMA row, which the compiler turns into
-// AVX2/AVX-512 FMAs (as in rq_kernel.h). exp() on float is a vectorizable polynomial (below);
+// AVX2/AVX-512 FMAs (as in residual_quantize_kernel.h). exp() on float is a vectorizable polynomial (below);
 // double (used for gradcheck) calls std::exp.
 //
-// Used by the torch launcher (contrastive.cpp) and the plain C++ test
-// (csrc/tests/test_contrastive.cpp), hence only the standard library here.
+// Used by the torch launcher (contrastive_loss.cpp) and the plain C++ test
+// (csrc/tests/test_contrastive_loss.cpp), hence only the standard library here.
 #pragma once
 
 #include <algorithm>

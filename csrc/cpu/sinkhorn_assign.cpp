@@ -1,10 +1,10 @@
 // CPU and Meta implementations of letter_fast::sinkhorn_assign (schema in csrc/letter_fast.cpp).
-// Thin launcher: memory-safety checks, float32 contiguous input, then sinkhorn_kernel.h.
+// Thin launcher: memory-safety checks, float32 contiguous input, then sinkhorn_assign_kernel.h.
 // User-facing validation lives in letter_fast/tokenizer/clustering.py::sinkhorn_assignment.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "sinkhorn_kernel.h"
+#include "sinkhorn_assign_kernel.h"
 
 namespace letter_fast {
 namespace {
