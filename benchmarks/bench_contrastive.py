@@ -10,7 +10,7 @@ The reference is not run where its [B, B] float32 logits alone would exceed ``--
 (default 8 GB): that row is recorded as failed with the reason, so the machine is never pushed
 into swap or the OOM killer.
 
-Targets (issue 3): on this CPU at least 1.5x faster than the reference at B = 16384, and runs at
+Targets: on this CPU at least 1.5x faster than the reference at B = 16384, and runs at
 B = 65536 in O(B d) memory; on an H100 (``gpu_check``) at least 8x faster and 100x less memory
 than the reference at B = 16384. Usage::
 

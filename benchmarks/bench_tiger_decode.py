@@ -14,7 +14,7 @@ a synthetic catalog of the same shape when the data is absent), batch 128, 20 be
   with bfloat16 matmuls (AMX on this Xeon), float32 residual stream, norms and log-softmax;
   ``letter_fast-decoder+trie (new decoder per call)``: a cold decoder every call (weights read, buffers allocated).
 
-One call = one batch of 128 users; users/s = 128 / median seconds. Target (issue 6): at least 20x the users/s of the
+One call = one batch of 128 users; users/s = 128 / median seconds. Target: at least 20x the users/s of the
 reference. Also recorded: agreement of the two top-10 lists (HF ranks with the EOS term, ours without; a trained
 model gives EOS probability ~1 after a full identifier, so they agree where the scores are not near-ties).
 
@@ -260,7 +260,7 @@ def device_check(out_dir: Path, device: str, exact_users: int = 16, users: int =
     ], warmup=1, repeat=3, min_seconds=0.0, out_dir=out_dir)
     ups = [f"{r['impl']}: {int(r['params'].split('users=')[1].split()[0]) / (r['median_ms'] / 1e3):.0f} users/s"
            for r in rows if r["median_ms"]]
-    append_markdown(name, "Users per second: " + "; ".join(ups) + " (the issue's CPU target is >= 20x HF; on "
+    append_markdown(name, "Users per second: " + "; ".join(ups) + " (the CPU target is >= 20x HF; on "
                     "the GPU this records the ratio).", out_dir)
     # 3. bf16 training throughput (bucketed batches, data on the device)
     from letter_fast.genrec.tiger import tiger_loss

@@ -5,7 +5,7 @@ Run on a CUDA machine from the repository root::
     python benchmarks/gpu_check.py                 # build in place, check, time (< 5 minutes)
     python benchmarks/gpu_check.py --no-build --out /some/dir
 
-Residual quantization (issue 2): the cuda and triton codes must match the float32 reference up
+Residual quantization: the cuda and triton codes must match the float32 reference up
 to float near-ties (checked like the unit tests), and are timed against the reference at
 B = 1e6 and 1e7, d = 32 and 128 (N = 256, L = 4). Target on an H100: >= 5x the reference at
 B >= 1e6 with identical codes. Other ops' benchmark modules contribute their own

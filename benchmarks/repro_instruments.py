@@ -110,7 +110,7 @@ def plot_curve(history: list, path: Path, title: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=None, help="folder holding instruments/ (default: $LETTER_FAST_DATA or "
-                                                     "../shared/data)")
+                                                     "a sibling shared/data)")
     p.add_argument("--profile", choices=["auto", "gpu", "cpu"], default="auto")
     p.add_argument("--budget-min", type=float, default=15.0, help="cpu profile: wall-clock minutes for training")
     p.add_argument("--tau", type=float, default=0.7, help="ranking-guided loss temperature (default 0.7)")

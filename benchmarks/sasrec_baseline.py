@@ -158,7 +158,7 @@ def write(rows: list[dict], out: Path) -> None:
               + ", ".join(sorted({str(r["threads"]) for r in trained})) + ", max_len 20, 2 blocks, 1 head, Adam; "
               "dropout column = residual/FFN rate / attention rate; load = 1-minute load average when the run "
               "started (blank: not recorded); train s = wall-clock training time.", "",
-              "Commands (from the repository root; data root from `LETTER_FAST_DATA` or `../shared/data`):", ""]
+              "Commands (from the repository root; data root from `LETTER_FAST_DATA` or a sibling `shared/data`):", ""]
     lines += [f"    {r['command']}" for r in trained]
     lines += ["", "Table rebuilt from the runs' metrics.json by `python benchmarks/sasrec_baseline.py --table-only`.", ""]
     md = out / "sasrec_baseline.md"

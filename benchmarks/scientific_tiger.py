@@ -17,7 +17,7 @@ amounts of training) and evaluated on all test users (full ranking, 20-beam trie
 
 Writes ``benchmarks/results/scientific_tiger.{csv,md,png}``: per run and mean +- std per setting.
 
-  python benchmarks/scientific_tiger.py --data ../shared/data/scientific \\
+  python benchmarks/scientific_tiger.py --data scientific \\
       --embeddings runs/scientific/Scientific.emb-all-MiniLM-L6-v2.npy \\
       --cf runs/scientific/sasrec/Scientific.sasrec-emb32.pt --steps 2000 --seeds 0 1 2
 """

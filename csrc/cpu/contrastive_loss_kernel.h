@@ -1,7 +1,7 @@
 // Fused softmax contrastive loss (InfoNCE) on the CPU, free of torch headers.
 //
 // For anchors a_i (i < B), candidates c_j (j < M), positives p_i, an optional excluded
-// candidate x_i per row and temperature tau (LETTER's L_CF and L_div, docs/METHOD.md section 2):
+// candidate x_i per row and temperature tau (LETTER's L_CF and L_div, docs/method.md, sections 2.5-2.6):
 //     s_ij   = <a_i, c_j> / tau                  (rows L2-normalized first when `normalize`)
 //     lse_i  = log sum_{j != x_i} exp(s_ij)
 //     loss_i = lse_i - s_{i, p_i}

@@ -1,6 +1,6 @@
 // Fused nearest-code residual quantization on the CPU, free of torch headers.
 //
-// For each row z_b and level l = 0..L-1 (LETTER / TIGER RQ-VAE, see docs/METHOD.md section 2):
+// For each row z_b and level l = 0..L-1 (LETTER / TIGER RQ-VAE, see docs/method.md#residual-quantization):
 //     c_l   = argmin_n ||r - e_{l,n}||^2          (ties -> lowest n, like torch.argmin)
 //     r    <- r - e_{l,c_l}                        (r starts at z_b)
 //     zhat  = sum_l e_{l,c_l}                      (accumulated in float32)

@@ -35,7 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("embed", help="semantic item embeddings from a local text encoder", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", help="data set folder, <Name>.inter.json, or a name under the data root")
-    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or ../shared/data)")
+    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or a sibling shared/data)")
     p.add_argument("--out", help="output .npy (default: runs/<name>/<Name>.emb-<model>.npy)")
     p.add_argument("--overwrite", action="store_true", help="recompute even if a matching cached file exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

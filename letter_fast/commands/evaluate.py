@@ -17,7 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("evaluate", help="Recall/NDCG@5/10 of a trained TIGER (full ranking)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="data set folder, <Name>.inter.json, or a name under the data root")
-    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or ../shared/data)")
+    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or a sibling shared/data)")
     p.add_argument("--index", help="item identifiers (.index.json; default: the data set's <Name>.index.json)")
     p.add_argument("--checkpoint", required=True, help="a train-tiger best.pt or checkpoint.pt")
     p.add_argument("--split", choices=["test", "valid"], default="test", help="which held-out item (default: test)")

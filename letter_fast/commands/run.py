@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", nargs="?", help="data set folder, <Name>.inter.json, or a name under the data root "
                                               "(default: a synthetic catalog)")
-    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or ../shared/data)")
+    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or a sibling shared/data)")
     p.add_argument("--out-dir", help="output folder (default: runs/<name>/pipeline)")
     p.add_argument("--embeddings", help="semantic embeddings file instead of embedding the item text")
     p.add_argument("--cf", help="CF embeddings file instead of training SASRec")

@@ -27,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", nargs="?", help="data set folder, <Name>.inter.json, or a name under the data root")
     p.add_argument("--synthetic", action="store_true", help="use a generated catalog (no files needed)")
-    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or ../shared/data)")
+    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or a sibling shared/data)")
     p.add_argument("--embeddings", help="[num_items, D] semantic embeddings (.npy or torch file)")
     p.add_argument("--cf", help="[num_items, latent_dim] CF embeddings (needed when alpha > 0)")
     p.add_argument("--out-dir", help="output folder (default: runs/<name>/tokenizer-<variant>)")

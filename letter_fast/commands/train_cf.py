@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train-cf", help="train SASRec CF embeddings (+ Recall/NDCG@5/10)", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", help="data set folder, <Name>.inter.json, or a name under the data root")
-    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or ../shared/data)")
+    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or a sibling shared/data)")
     p.add_argument("--out-dir", help="output folder (default: runs/<name>/sasrec)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from <out-dir>/sasrec.ckpt.pt when it exists (default: yes)")

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train-tiger", help="train TIGER on semantic IDs and evaluate it", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="data set folder, <Name>.inter.json, or a name under the data root")
-    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or ../shared/data)")
+    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or a sibling shared/data)")
     p.add_argument("--index", help="item identifiers (.index.json; default: the data set's <Name>.index.json)")
     p.add_argument("--out", help="run folder (default: runs/<name>-tiger)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint")

@@ -13,8 +13,8 @@ Every reader validates what it reads and names the file and the first bad entry,
 own data learns what to fix. Every writer writes a temporary file and renames it (``letter_fast.io``).
 
 The data root (the folder holding one folder per data set) is, in order: an explicit argument, the
-``LETTER_FAST_DATA`` environment variable, or ``shared/data`` beside the repository (``../shared/data``
-relative to the checkout, also tried one level higher for git worktrees) when it exists.
+``LETTER_FAST_DATA`` environment variable, or ``shared/data`` next to the checkout (also tried one
+level higher, for git worktrees) when it exists.
 """
 
 from __future__ import annotations

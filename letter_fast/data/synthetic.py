@@ -10,7 +10,7 @@ Each item gets two labels that are deliberately **independent partitions** of th
 Items are dealt onto the ``S x G`` grid of (cluster, group) cells in a random order, so every collab group
 holds (almost exactly) ``1/S`` of every semantic cluster: the two partitions disagree as much as possible,
 in a known way. A semantic-only tokenizer should put the first code along semantic clusters; the CF
-regularizer of LETTER should pull identifiers towards collab groups (the test the issue asks for).
+regularizer of LETTER should pull identifiers towards collab groups.
 
 User histories: each user has a home group. The first item is drawn from it by popularity (a Zipf law
 inside each group); every next item stays in the home group with probability ``in_group_prob`` (then it

@@ -1,7 +1,7 @@
 """TIGER: a small T5 encoder-decoder that reads a user's history as semantic-ID tokens and writes the next item's ID.
 
 Rajput et al., "Recommender Systems with Generative Retrieval" (NeurIPS 2023), as trained in the LETTER paper
-(Wang et al., CIKM 2024; METHOD.md section 3):
+(Wang et al., CIKM 2024; docs/method.md, section 3):
 
 * vocabulary: no text tokenizer. One token per (level, code) plus two specials::
 

@@ -1,6 +1,6 @@
 """Training TIGER: AdamW, cosine schedule with warmup, early stopping on validation NDCG@10, resumable checkpoints.
 
-The recipe of the LETTER/TIGER reference (METHOD.md section 3): AdamW (lr 5e-4, weight decay 0.01), a cosine
+The LETTER/TIGER reference recipe (docs/reference_settings.md#tiger): AdamW (lr 5e-4, weight decay 0.01), a cosine
 learning-rate schedule over the planned steps with 1% linear warmup, up to 200 epochs, early stopping when validation
 NDCG@10 (trie-constrained beam search, 20 beams) has not improved for ``patience`` evaluations; the ranking-guided
 loss with temperature ``tau``.
