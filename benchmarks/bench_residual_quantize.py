@@ -8,7 +8,7 @@ Compared at each size (N = 256 codes, L = 4 levels, float32, all threads of this
 * ``vqtorch-residualvq`` vector-quantize-pytorch ResidualVQ (eval mode), codebooks set to ours
 * ``letter_fast-<backend>`` every letter_fast backend that runs here (not the reference)
 
-Target (issue 2): letter_fast >= 4x faster than the fastest of the others at B = 1e5..1e6,
+Target: letter_fast >= 4x faster than the fastest of the others at B = 1e5..1e6,
 d = 32, with extra memory O(B (d + L)). Usage::
 
     python benchmarks/bench_residual_quantize.py            # the full grid (a few minutes)

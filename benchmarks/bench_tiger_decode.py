@@ -14,7 +14,7 @@ a synthetic catalog of the same shape when the data is absent), batch 128, 20 be
   with bfloat16 matmuls (AMX on this Xeon), float32 residual stream, norms and log-softmax;
   ``letter_fast-decoder+trie (new decoder per call)``: a cold decoder every call (weights read, buffers allocated).
 
-One call = one batch of 128 users; users/s = 128 / median seconds. Target (issue 6): at least 20x the users/s of the
+One call = one batch of 128 users; users/s = 128 / median seconds. Target: at least 20x the users/s of the
 reference. Also recorded: agreement of the two top-10 lists (HF ranks with the EOS term, ours without; a trained
 model gives EOS probability ~1 after a full identifier, so they agree where the scores are not near-ties).
 

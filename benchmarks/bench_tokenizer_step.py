@@ -17,7 +17,7 @@ Sizes: batch 1024, input 384 (MiniLM), latent d = 32, L = 4 levels of N = 256 co
   B x N diversity logits with F.cross_entropy, and the same-cluster positive drawn per item with
   ``random.choice`` over the cluster's member list (a Python loop over the batch).
 
-Target (issue 5): >= 5x faster than ``straightforward`` on this CPU.
+Target: >= 5x faster than ``straightforward`` on this CPU.
 
     python benchmarks/bench_tokenizer_step.py [--threads 1]
 """

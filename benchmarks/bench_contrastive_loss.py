@@ -10,12 +10,12 @@ The reference is not run where its [B, B] float32 logits alone would exceed ``--
 (default 8 GB): that row is recorded as failed with the reason, so the machine is never pushed
 into swap or the OOM killer.
 
-Targets (issue 3): on this CPU at least 1.5x faster than the reference at B = 16384, and runs at
+Targets: on this CPU at least 1.5x faster than the reference at B = 16384, and runs at
 B = 65536 in O(B d) memory; on an H100 (``gpu_check``) at least 8x faster and 100x less memory
 than the reference at B = 16384. Usage::
 
-    python benchmarks/bench_contrastive.py            # the full grid (~6 min on 2 cores)
-    python benchmarks/bench_contrastive.py --quick    # a smoke run at small sizes
+    python benchmarks/bench_contrastive_loss.py            # the full grid (~6 min on 2 cores)
+    python benchmarks/bench_contrastive_loss.py --quick    # a smoke run at small sizes
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import letter_fast as lf  # noqa: E402
 from benchmarks.harness import RESULTS, Case, append_markdown, run_cases  # noqa: E402
 from letter_fast.ops import backends  # noqa: E402
 
-NAME = "contrastive"
+NAME = "contrastive_loss"
 REFERENCE_LIMIT_GB = 8.0
 
 
