@@ -6,7 +6,7 @@ optional excluded candidate ``x_i`` per row, and a temperature ``tau``:
     loss_i = -log( exp(<a_i, c_{p_i}> / tau) / sum_{j != x_i} exp(<a_i, c_j> / tau) )
 
 with L2-normalized rows when ``normalize``. LETTER (Wang et al., CIKM 2024, Sec. 3.2) uses it
-twice (docs/METHOD.md section 2):
+twice:
 
 * collaborative alignment ``L_CF = CE(z_hat @ h^T, arange(B))``: anchors are the quantized
   embeddings, candidates the batch's CF embeddings, positive = the item itself
