@@ -15,6 +15,7 @@ machine is shared. Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -71,9 +72,11 @@ def main(argv=None) -> None:
     run_cases(NAME, cases(sizes), repeat=3 if args.quick else 9, min_seconds=0.05 if args.quick else 0.3,
               plot_x="rows", out_dir=args.out)
     command = "python benchmarks/bench_beam_attention.py" + (" --quick" if args.quick else "")
-    append_markdown(NAME, f"Command: `{command}`. Sizes are modest (at most 5120 rows, beams = 20) because the "
-                          "machine is shared with other jobs; times are medians of repeated calls in one run.", args.out)
-
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    append_markdown(NAME, f"Command: `{command}`. Sizes are modest (at most 5120 rows, beams = 20) because the machine is shared "
+                          f"with other jobs (load average {load} over 1 / 5 / 15 min at the end of this run, on "
+                          f"{os.cpu_count()} cores): single timings are noisy, compare the two backends within a row.",
+                    args.out)
 
 if __name__ == "__main__":
     main()

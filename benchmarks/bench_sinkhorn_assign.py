@@ -13,6 +13,7 @@ Sizes are modest because the benchmark machine is shared. Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -58,9 +59,11 @@ def main(argv=None) -> None:
     run_cases(NAME, cases(sizes), repeat=3 if args.quick else 7, min_seconds=0.05 if args.quick else 0.3,
               plot_x="B", out_dir=args.out)
     command = "python benchmarks/bench_sinkhorn_assign.py" + (" --quick" if args.quick else "")
-    append_markdown(NAME, f"Command: `{command}`. Sizes are modest (B <= 16384, N = 256) because the machine is "
-                          "shared with other jobs; times are medians of repeated calls in one run.", args.out)
-
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    append_markdown(NAME, f"Command: `{command}`. Sizes are modest (B <= 16384, N = 256) because the machine is shared "
+                          f"with other jobs (load average {load} over 1 / 5 / 15 min at the end of this run, on "
+                          f"{os.cpu_count()} cores): single timings are noisy, compare the two backends within a row.",
+                    args.out)
 
 if __name__ == "__main__":
     main()
