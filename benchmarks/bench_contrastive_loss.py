@@ -153,7 +153,7 @@ def gpu_check(out_dir: Path) -> None:
     """On a CUDA machine: check the cuda and triton backends, then time them against the targets."""
     if not torch.cuda.is_available():
         raise RuntimeError(f"gpu_check {NAME}: no CUDA GPU visible")
-    gpu_backends = [b for b in ("cuda", "triton") if backends.generic_reason(b, torch.device("cuda")) is None]
+    gpu_backends = [b for b in ("cuda", "triton") if backends.reason("contrastive_loss", b, torch.device("cuda")) is None]
     if not gpu_backends:
         raise RuntimeError(f"gpu_check {NAME}: neither the cuda nor the triton backend runs here: "
                            f"{backends.available(torch.device('cuda'))}")

@@ -333,7 +333,7 @@ def gpu_check(out_dir: Path) -> None:
     for a, b in zip(index.tensors(), cpu_index.tensors()):
         assert torch.equal(a.cpu(), b), "GPU-built index differs from the CPU-built one"
     g = torch.Generator().manual_seed(3)
-    runnable = [b for b in ("triton", "cuda") if backends.generic_reason(b, dev) is None]
+    runnable = [b for b in ("triton", "cuda") if backends.reason("trie_step", b, dev) is None]
 
     def inputs(level, beams):
         rows = QUERIES * beams

@@ -89,13 +89,6 @@ def _trie_build_cpu(facts: Mapping) -> Optional[str]:
     return None
 
 
-def _logits_cpu(facts: Mapping) -> Optional[str]:
-    dtype = facts.get("dtype")
-    if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"the native pass takes float32, float16 or bfloat16 scores, got {dtype}"
-    return None
-
-
 # The register budgets of the kernels (csrc/cuda/launch.h, ops/triton/*.py).
 RESIDUAL_QUANTIZE_MAX_DIM = 256
 CONTRASTIVE_TRITON_MAX_DIM = 512
@@ -127,8 +120,7 @@ OPS: dict[str, OpSpec] = {
         limits={"triton": _trie_step_triton, "cuda": _trie_step_cuda}),
     "trie_walk": OpSpec(("reference", "cpu"), native={"cpu": "trie_walk"}),
     "trie_build": OpSpec(("reference", "cpu"), native={"cpu": "trie_build"}, limits={"cpu": _trie_build_cpu}),
-    "trie_constrain_logits": OpSpec(("reference", "cpu"), native={"cpu": "trie_constrain_logits"},
-                                    limits={"cpu": _logits_cpu}),
+    "trie_constrain_logits": OpSpec(("reference", "cpu"), native={"cpu": "trie_constrain_logits"}),
     "sinkhorn_assign": OpSpec(("reference", "cpu"), native={"cpu": "sinkhorn_assign"}),
     "beam_attention": OpSpec(("reference", "cpu"), native={"cpu": "beam_attention"}),
 }

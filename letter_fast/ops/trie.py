@@ -236,7 +236,7 @@ def trie_constrain_logits(trie, input_ids: torch.Tensor, scores: torch.Tensor, s
     backend does not compute it: test ``out.amax(-1).isneginf()``). ``backend``: ``auto`` (one
     native pass per row on CPU, no ``[rows, N]`` temporaries), ``reference`` or ``cpu``.
     """
-    chosen = backends.resolve("trie_constrain_logits", backend, scores.device, dtype=scores.dtype)
+    chosen = backends.resolve("trie_constrain_logits", backend, scores.device)
     if chosen == "cpu":
         return torch.ops.letter_fast.trie_constrain_logits(input_ids, scores, start, list(trie.child_ptr),
                                                            list(trie.child_code), token_of, code_of, eos_token_id)
