@@ -205,3 +205,33 @@ def test_table_lists_every_op_and_backend():
     assert cpu["trie_step"]["cpu"]["runs"] == NATIVE
     notes = backends.nondeterministic_notes()
     assert [op for op, _, _ in notes] == ["residual_quantize"] and "atomics" in notes[0][2]
+
+
+def test_info_without_the_extension_says_what_is_missing_and_how_to_build_it():
+    # a fresh interpreter in which letter_fast._C cannot be found, as after LETTER_FAST_SKIP_NATIVE=1
+    script = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'letter_fast._C':\n"
+        "            raise ModuleNotFoundError(\"No module named 'letter_fast._C'\", name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from letter_fast import info\n"
+        "info.main([])\n"
+        "import torch, letter_fast as lf\n"
+        "try:\n"
+        "    lf.residual_quantize(torch.zeros(2, 3), torch.zeros(1, 4, 3), backend='cpu')\n"
+        "except lf.BackendUnavailable as exc:\n"
+        "    print('raised:', exc)\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "circular import" not in out
+    assert "letter_fast._C: not loaded (it is not built" in out and "python setup.py build_ext --inplace" in out
+    assert "raised: residual_quantize: backend 'cpu' cannot run here: the native extension letter_fast._C is not " \
+           "loaded: it is not built" in out
+    assert "residual_quantize      reference  built     runs" in out
