@@ -41,7 +41,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import RESULTS, Case, append_markdown, run_cases  # noqa: E402
-from letter_fast.genrec import ItemIndex, constrained_beam_search, trie_step  # noqa: E402
+from letter_fast.genrec import ItemIndex, constrained_beam_search  # noqa: E402
+from letter_fast.ops import trie_step  # noqa: E402
 from letter_fast.genrec.hf import TrieLogitsProcessor  # noqa: E402
 
 L, N = 4, 256
@@ -332,7 +333,7 @@ def gpu_check(out_dir: Path) -> None:
     for a, b in zip(index.tensors(), cpu_index.tensors()):
         assert torch.equal(a.cpu(), b), "GPU-built index differs from the CPU-built one"
     g = torch.Generator().manual_seed(3)
-    runnable = [b for b in ("triton", "cuda") if backends.generic_reason(b, dev) is None]
+    runnable = [b for b in ("triton", "cuda") if backends.reason("trie_step", b, dev) is None]
 
     def inputs(level, beams):
         rows = QUERIES * beams

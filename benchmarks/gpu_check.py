@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # Benchmark modules that may define gpu_check(out_dir); missing ones are skipped.
-OTHER_CHECKS = ["benchmarks.bench_contrastive", "benchmarks.bench_trie", "benchmarks.bench_tiger_decode"]
+OTHER_CHECKS = ["benchmarks.bench_contrastive_loss", "benchmarks.bench_trie", "benchmarks.bench_tiger_decode"]
 
 
 def build() -> None:

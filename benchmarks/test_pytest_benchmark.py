@@ -17,17 +17,17 @@ CPU_FAST = [b for b, why in backends.available(torch.device("cpu")).items() if w
 
 
 @pytest.fixture(scope="module")
-def rq_inputs():
+def residual_quantize_inputs():
     g = torch.Generator().manual_seed(0)
     return torch.randn(50_000, 32, generator=g), torch.randn(4, 256, 32, generator=g)
 
 
-def test_residual_quantize_reference(benchmark, rq_inputs):
+def test_residual_quantize_reference(benchmark, residual_quantize_inputs):
     benchmark.group = "residual_quantize B=5e4 d=32 N=256 L=4"
-    benchmark(residual_quantize_reference, *rq_inputs)
+    benchmark(residual_quantize_reference, *residual_quantize_inputs)
 
 
 @pytest.mark.parametrize("backend", CPU_FAST)
-def test_residual_quantize(benchmark, rq_inputs, backend):
+def test_residual_quantize(benchmark, residual_quantize_inputs, backend):
     benchmark.group = "residual_quantize B=5e4 d=32 N=256 L=4"
-    benchmark(lambda: lf.residual_quantize(*rq_inputs, backend=backend))
+    benchmark(lambda: lf.residual_quantize(*residual_quantize_inputs, backend=backend))

@@ -13,12 +13,12 @@ from letter_fast.ops import (
     codebook_diversity_loss,
     contrastive_loss,
     in_batch_contrastive_loss,
+    residual_code_embeddings,
+    residual_dequantize,
     residual_quantize,
-    rq_code_embeddings,
-    rq_decode,
 )
 
 __all__ = [
     "BACKENDS", "BackendUnavailable", "codebook_diversity_loss", "contrastive_loss", "in_batch_contrastive_loss",
-    "residual_quantize", "rq_code_embeddings", "rq_decode", "__version__",
+    "residual_code_embeddings", "residual_dequantize", "residual_quantize", "__version__",
 ]

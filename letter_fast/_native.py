@@ -8,15 +8,29 @@ library still imports; the reference and Triton backends keep working and
 
 from __future__ import annotations
 
+import importlib
+
 import torch  # noqa: F401  (loads libtorch before the extension that links against it)
 
-try:
-    from letter_fast import _C  # type: ignore[attr-defined]
+_BUILD_HINT = ("build it from the source tree with `pip install --no-build-isolation -e .` "
+               "or `python setup.py build_ext --inplace`")
 
+try:
+    # import_module, not `from letter_fast import _C`: for a missing file the latter reports
+    # "cannot import name ... (most likely due to a circular import)", which misleads
+    _C = importlib.import_module("letter_fast._C")
     LOAD_ERROR: str | None = None
+except ModuleNotFoundError as exc:
+    if exc.name != "letter_fast._C":  # the extension exists but something it needs does not
+        _C = None
+        LOAD_ERROR = f"ModuleNotFoundError: {exc}"
+    else:
+        _C = None
+        LOAD_ERROR = ("it is not built: no compiled letter_fast._C next to letter_fast/__init__.py (an install "
+                      f"with LETTER_FAST_SKIP_NATIVE=1 skips it); {_BUILD_HINT}")
 except Exception as exc:  # ImportError, or an undefined-symbol OSError after a torch upgrade
     _C = None
-    LOAD_ERROR = f"{type(exc).__name__}: {exc}"
+    LOAD_ERROR = f"{type(exc).__name__}: {exc} (rebuild against the installed torch: {_BUILD_HINT})"
 
 
 def build_info() -> dict:

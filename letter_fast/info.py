@@ -1,4 +1,9 @@
-"""``python -m letter_fast.info``: what this installation built and which backends run here."""
+"""``python -m letter_fast.info``: what this installation built and which backends run here.
+
+Prints the backend table of :mod:`letter_fast.ops.backends`: for every op and each backend it
+has, per device, whether it is built, whether it runs here (and why not), and which kernels are
+not deterministic.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,9 @@ def collect() -> dict:
         "native_load_error": _native.LOAD_ERROR,
         "backend_env": os.environ.get(backends.ENV_VAR),
         "backends": {str(dev): backends.available(dev) for dev in devices},
+        # every device type, visible or not: which backends each op has there is worth knowing either way
+        "ops": {str(dev): backends.table(dev) for dev in (torch.device("cpu"), torch.device("cuda"))},
+        "nondeterministic": {op: {"backends": names, "why": why} for op, names, why in backends.nondeterministic_notes()},
     }
 
 
@@ -59,6 +67,26 @@ def render(info: dict) -> str:
         lines.append(f"backends for {device} tensors:")
         for name, why in table.items():
             lines.append(f"  {name:<10} {'runs' if why is None else 'no: ' + why}")
+    native_error = info["native_load_error"]
+    for device, ops in info["ops"].items():
+        lines.append(f"ops on {device} tensors (built / runs here / why not):")
+        width = max(len(op) for op in ops)
+        for op, row in ops.items():
+            for i, (name, cell) in enumerate(row.items()):
+                head = op if i == 0 else ""
+                state = f"{'built' if cell['built'] else 'not built':<9} {'runs' if cell['runs'] else 'no'}"
+                why = cell["why"] or ""
+                if native_error and native_error in why:  # said once above, not in every row
+                    why = "letter_fast._C is not loaded (see above)"
+                lines.append(f"  {head:<{width}}  {name:<10} {state}" + (f"  ({why})" if why else ""))
+    lines.append("determinism (from reading the kernels; atomics in a reduction make a kernel non-deterministic):")
+    notes = backends.nondeterministic_notes()
+    if notes:
+        for op, names, why in notes:
+            lines.append(f"  {op} [{', '.join(names)}] on CUDA tensors: {why}")
+        lines.append("  every other op and backend is deterministic")
+    else:
+        lines.append("  every op and backend is deterministic")
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@
 // turns it into AVX2/AVX-512 FMAs. Nothing of size [B, N] is ever stored: each row keeps one
 // running (distance, index) pair per SIMD lane.
 //
-// This header is used by the torch launcher (rq.cpp) and by the plain C++ unit test
+// This header is used by the torch launcher (residual_quantize.cpp) and by the plain C++ unit test
 // (csrc/tests/test_residual_quantize.cpp), which is why it depends on nothing but the standard library.
 #pragma once
 

@@ -19,7 +19,7 @@ constexpr int kThreads = 128;
 // kDim: padded width (multiple of 4, >= d); kTile: codes per shared-memory tile.
 template <typename T, int kDim, int kTile>
 __global__ void __launch_bounds__(kThreads)
-    rq_kernel(const T* __restrict__ z, int64_t stride_row, int64_t stride_col, int64_t B,
+    residual_quantize_kernel(const T* __restrict__ z, int64_t stride_row, int64_t stride_col, int64_t B,
               const float* __restrict__ codebooks, const float* __restrict__ sq_norms, int L,
               int N, int d, int64_t* __restrict__ codes, T* __restrict__ z_hat) {
   __shared__ __align__(16) float tile[kTile * kDim];
@@ -83,7 +83,7 @@ cudaError_t launch_for_width(const T* z, int64_t stride_row, int64_t stride_col,
   // Keep one tile at <= 16 KiB of shared memory whatever the width.
   constexpr int kTile = kDim >= 128 ? 4096 / kDim : 32;
   const int64_t blocks = (B + kThreads - 1) / kThreads;
-  rq_kernel<T, kDim, kTile><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+  residual_quantize_kernel<T, kDim, kTile><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
       z, stride_row, stride_col, B, codebooks, sq_norms, L, N, d, codes, z_hat);
   return cudaGetLastError();
 }

@@ -59,6 +59,6 @@ int main() {
   failures += check(33, 4, 256, 32, 3);
   failures += check(17, 2, 300, 48, 4);
   failures += check(9, 8, 65, 128, 5);
-  std::printf("%s\n", failures ? "rq kernel tests FAILED" : "rq kernel tests passed");
+  std::printf("%s\n", failures ? "residual_quantize kernel tests FAILED" : "residual_quantize kernel tests passed");
   return failures ? 1 : 0;
 }

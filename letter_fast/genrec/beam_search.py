@@ -12,8 +12,9 @@ running score plus the model's log-probability of the child's code; the K best p
 kept. Candidates per query are at most ``beams x N`` (the codes of one level); nothing of the
 catalog's size V is ever built, so the cost per step does not grow with V.
 
-Every trie step backend (``reference``, ``cpu``, ``triton``, ``cuda``) ranks candidates the same
-way, ties included (see :mod:`letter_fast.ops.reference.trie_step`), so they agree exactly.
+The step is the op :func:`letter_fast.ops.trie_step`; every backend of it (``reference``, ``cpu``,
+``triton``, ``cuda``) ranks candidates the same way, ties included (see
+:mod:`letter_fast.ops.trie`), so they agree exactly.
 Since beams are distinct trie nodes, the results are distinct identifiers; with
 ``num_beams >= V`` no valid prefix is ever dropped and the search returns the exact top-k.
 """
@@ -24,129 +25,10 @@ from typing import Callable, Optional
 
 import torch
 
-from letter_fast import _native
-from letter_fast.genrec.item_index import ItemIndex, _check_codes
-from letter_fast.ops import backends
-from letter_fast.ops.reference.trie_step import trie_step_reference, trie_walk_reference
+from letter_fast.genrec.item_index import ItemIndex
+from letter_fast.ops.trie import trie_step
 
-OP = "trie_step"
 StepFn = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
-
-# The Triton step sorts each query's per-row top lists in one program; beyond this many keys per
-# query it would spill far out of registers.
-_TRITON_MAX_KEYS = 1 << 16
-_CUDA_MAX_K = 1 << 16
-
-
-@torch.library.custom_op("letter_fast::trie_step_triton", mutates_args=())
-def _triton_step(node: torch.Tensor, log_probs: torch.Tensor, scores: torch.Tensor, child_ptr: torch.Tensor,
-                 child_code: torch.Tensor, beams_per_query: int, k: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from letter_fast.ops.triton.trie_step import trie_step_triton
-
-    return trie_step_triton(node, log_probs, scores, child_ptr, child_code, beams_per_query, k)
-
-
-@_triton_step.register_fake
-def _(node, log_probs, scores, child_ptr, child_code, beams_per_query, k):
-    Q = log_probs.shape[0] // beams_per_query
-    long = node.new_empty((Q, k), dtype=torch.long)
-    return long, long.clone(), long.clone(), log_probs.new_empty((Q, k), dtype=torch.float32)
-
-
-def _native_op_missing(name: str):
-    """A backends limit: why the native op ``name`` is absent (an extension built before it existed)."""
-    def reason() -> Optional[str]:
-        if _native.has_native() and not hasattr(torch.ops.letter_fast, name):
-            return f"letter_fast._C lacks the {name} op (rebuild: python setup.py build_ext --inplace)"
-        return None
-
-    return reason
-
-
-def _triton_keys_pad(beams_per_query: int, k: int, N: int) -> int:
-    def p2(x):
-        return 1 << max(0, int(x - 1).bit_length())
-
-    return p2(beams_per_query) * p2(min(k, N))
-
-
-def trie_step(
-    node: torch.Tensor,
-    log_probs: torch.Tensor,
-    scores: torch.Tensor,
-    child_ptr: torch.Tensor,
-    child_code: torch.Tensor,
-    beams_per_query: int,
-    k: int,
-    backend: Optional[str] = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One trie-masked beam step: top-``k`` valid continuations per query.
-
-    ``node [R]`` int64 trie nodes of level t (-1 = dead beam), ``log_probs [R, N]`` (float32,
-    float16 or bfloat16, any strides), ``scores [R]`` float32 running scores, ``child_ptr`` /
-    ``child_code`` the index's level-t CSR (``index.child_ptr[t]``, ``index.child_code[t]``);
-    ``R = Q * beams_per_query``. Returns ``(parent, code, child, score)``, each ``[Q, k]``, best
-    first: the global row continued, the code appended, the child node at level t + 1 and the
-    new score; -1 / -inf where a query has fewer than ``k`` candidates.
-    """
-    if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 2:
-        raise ValueError(f"{OP}: log_probs must be a [rows, N] tensor, got "
-                         f"{tuple(log_probs.shape) if isinstance(log_probs, torch.Tensor) else type(log_probs).__name__}")
-    R, N = log_probs.shape
-    if log_probs.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"{OP}: log_probs must be float32, float16 or bfloat16, got {log_probs.dtype}")
-    if beams_per_query < 1 or R % beams_per_query:
-        raise ValueError(f"{OP}: rows={R} must be a multiple of beams_per_query={beams_per_query} >= 1")
-    if k < 1:
-        raise ValueError(f"{OP}: k must be >= 1, got {k}")
-    if node.shape != (R,) or scores.shape != (R,):
-        raise ValueError(f"{OP}: node and scores must have shape [rows] = [{R}], got {tuple(node.shape)} and {tuple(scores.shape)}")
-    node = node.long()
-    scores = scores.float()
-    device = log_probs.device
-
-    def triton_limit():
-        keys = _triton_keys_pad(beams_per_query, k, N)
-        return f"{keys} candidate keys per query exceed the Triton kernel's {_TRITON_MAX_KEYS}" if keys > _TRITON_MAX_KEYS else None
-
-    def cuda_limit():
-        return f"k={k} exceeds {_CUDA_MAX_K}" if k > _CUDA_MAX_K else None
-
-    missing = _native_op_missing("trie_step")
-    chosen = backends.resolve(OP, backend, device, limits={
-        "triton": triton_limit, "cuda": lambda: missing() or cuda_limit(), "cpu": missing})
-    if R == 0:
-        chosen = "reference"
-    if chosen == "reference":
-        return trie_step_reference(node, log_probs, scores, child_ptr, child_code, beams_per_query, k)
-    if chosen == "triton":
-        return _triton_step(node, log_probs, scores, child_ptr, child_code, beams_per_query, k)
-    return torch.ops.letter_fast.trie_step(node, log_probs, scores, child_ptr, child_code, beams_per_query, k)
-
-
-def trie_walk(index: ItemIndex, prefix: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
-    """Node id at level t of each prefix ``[Q, t]`` of codes (-1 where it leads to no item).
-
-    ``backend``: the native ``cpu`` kernel where it runs (auto on CPU), else the vectorized
-    PyTorch walk (``reference``) on the index's device, which also serves CUDA tensors.
-    """
-    op = "trie_walk"
-    prefix = _check_codes(prefix, "prefix", op)
-    if prefix.shape[1] > index.num_levels:
-        raise ValueError(f"{op}: prefix has {prefix.shape[1]} codes but the index has only L={index.num_levels} levels")
-    if prefix.device != index.device:
-        raise ValueError(f"{op}: prefix is on {prefix.device} but the index on {index.device}; use index.to(device)")
-    t = prefix.shape[1]
-    name = (backend or "auto").lower()
-    why_not_cpu = backends.generic_reason("cpu", index.device) or _native_op_missing("trie_walk")()
-    if name in ("auto", "cpu") and why_not_cpu is None:
-        return torch.ops.letter_fast.trie_walk(prefix, index.child_ptr[:t], index.child_code[:t])
-    if name == "cpu":
-        raise backends.BackendUnavailable(f"{op}: backend 'cpu' cannot run here: {why_not_cpu}")
-    if name not in ("auto", "reference", "triton", "cuda"):
-        raise ValueError(f"{op}: unknown backend {name!r}")
-    return trie_walk_reference(prefix, index.child_ptr[:t], index.child_code[:t], index.codes_per_level)
 
 
 def _check_log_probs(log_probs, rows: int, N: int, t: int, device: torch.device, check_finite: bool) -> torch.Tensor:
@@ -200,7 +82,7 @@ def constrained_beam_search(
     collisions, each identifier is returned once, as its first item; ``return_identifiers=True``
     adds identifier ids ``[batch_size, num_return]`` (expand with
     ``index.items_of_identifier``). ``backend`` picks the trie step kernel (see
-    :func:`trie_step`). ``check_finite`` rejects NaN/+inf log-probs (one device sync per step).
+    :func:`letter_fast.ops.trie_step`; ``LETTER_FAST_BACKEND`` when None). ``check_finite`` rejects NaN/+inf log-probs (one device sync per step).
     """
     op = "constrained_beam_search"
     if not isinstance(index, ItemIndex):

@@ -7,7 +7,7 @@ size V:
 
 1. map the generated tokens of every row back to codes (a table per level) and walk the
    :class:`~letter_fast.genrec.ItemIndex` trie to each row's node (binary search per level;
-   native kernel on CPU);
+   native kernel on CPU; the op :func:`letter_fast.ops.trie_constrain_logits`);
 2. gather the row's allowed tokens (its node's child codes, as token ids; only EOS once the
    identifier is complete, or for a row whose prefix is no item's) into a ``[rows, N_t]`` table;
 3. keep those scores and set every other token to -inf.
@@ -29,6 +29,7 @@ from typing import Optional
 import torch
 
 from letter_fast.genrec.item_index import ItemIndex
+from letter_fast.ops.trie import trie_allowed_tokens, trie_constrain_logits
 
 try:  # subclass HF's base class when transformers is installed (isinstance checks in generate)
     from transformers import LogitsProcessor as _Base
@@ -51,8 +52,9 @@ class TrieLogitsProcessor(_Base):
             whose length is not the previous call's + 1 starts a new generation).
         num_beams: rows per query; given, a query whose allowed tokens all score -inf is forced
             through them with score 0, exactly like HF's ``PrefixConstrainedLogitsProcessor``.
-        backend: ``auto`` (default): one native pass per row on CPU tensors, vectorized PyTorch
-            elsewhere; ``cpu`` forces the native pass; ``reference`` forces PyTorch.
+        backend: the backend of the op :func:`letter_fast.ops.trie_constrain_logits` (default
+            ``LETTER_FAST_BACKEND``, else ``auto``: one native pass per row on CPU tensors,
+            vectorized PyTorch elsewhere); ``cpu`` forces the native pass, ``reference`` PyTorch.
     """
 
     def __init__(self, index: ItemIndex, code_token_ids, eos_token_id: int, prompt_length: Optional[int] = None,
@@ -126,32 +128,10 @@ class TrieLogitsProcessor(_Base):
 
     def allowed_tokens(self, input_ids: torch.LongTensor, start: Optional[int] = None) -> torch.Tensor:
         """``[rows, W]`` allowed token ids per row (repeats pad a row's list; W = N_t or 1)."""
-        rows, cur_len = input_ids.shape
-        start = self._prompt_start(cur_len) if start is None else start
-        t = cur_len - start
-        eos = torch.full((rows, 1), self.eos_token_id, dtype=torch.long, device=input_ids.device)
-        L = self.index.num_levels
-        if t >= L or rows == 0:
-            return eos
-        generated = input_ids[:, start:start + t]
-        vocab = self._code_of.shape[1]
-        codes = torch.stack([
-            torch.where((generated[:, level] >= 0) & (generated[:, level] < vocab),
-                        self._code_of[level, generated[:, level].clamp(0, vocab - 1)], -1)
-            for level in range(t)], 1) if t else generated.new_zeros(rows, 0)
-        node = self.index.walk(codes, backend=self.backend)
-        alive = node >= 0
-        safe = node.clamp(min=0)
-        ptr = self.index.child_ptr[t]
-        start_child = ptr[safe].long()
-        count = torch.where(alive, ptr[safe + 1].long() - start_child, 0)
-        N = self.index.codes_per_level[t]
-        slot = torch.arange(N, device=input_ids.device)
-        # slots past a row's children repeat its first child (identical writes in the scatter)
-        slot = torch.where(slot[None, :] < count[:, None], slot[None, :], 0)
-        child_codes = self.index.child_code[t][(start_child[:, None] + slot).clamp(max=self.index.num_nodes(t + 1) - 1)]
-        tokens = self._token_of[t][child_codes.long()]
-        return torch.where(alive[:, None], tokens, eos)
+        start = self._prompt_start(input_ids.shape[1]) if start is None else start
+        # the walk op has the same backends as the masking op (reference, cpu): one setting serves both
+        return trie_allowed_tokens(self.index, input_ids, start, self._token_of, self._code_of, self.eos_token_id,
+                                   backend=self.backend)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if scores.dim() != 2 or input_ids.dim() != 2 or scores.shape[0] != input_ids.shape[0]:
@@ -163,16 +143,8 @@ class TrieLogitsProcessor(_Base):
         self._on(scores.device)
         input_ids = input_ids.long()
         start = self._prompt_start(input_ids.shape[1])
-        if self._native_ok(scores):
-            # one native pass per row: walk + write the constrained row (no [rows, N] temporaries)
-            out, dead = torch.ops.letter_fast.trie_constrain_logits(
-                input_ids, scores, start, self.index.child_ptr, self.index.child_code, self._token_of, self._code_of,
-                self.eos_token_id)
-        else:
-            allowed = self.allowed_tokens(input_ids, start)
-            out = torch.full_like(scores, float("-inf"))
-            out.scatter_(1, allowed, scores.gather(1, allowed))
-            dead = None
+        out, dead = trie_constrain_logits(self.index, input_ids, scores, start, self._token_of, self._code_of,
+                                          self.eos_token_id, backend=self.backend)
         if self.num_beams is not None and scores.shape[0] % self.num_beams == 0 and scores.shape[0]:
             # HF's rule: a query whose allowed tokens all score -inf goes through them at score 0
             if dead is None:
@@ -183,16 +155,3 @@ class TrieLogitsProcessor(_Base):
                 mask = torch.full_like(scores, float("-inf")).scatter_(1, allowed, 0.0)
                 out = torch.where(stuck.repeat_interleave(self.num_beams, dim=0), mask, out)
         return out
-
-    def _native_ok(self, scores: torch.Tensor) -> bool:
-        from letter_fast.ops import backends
-
-        name = (self.backend or "auto").lower()
-        if name not in ("auto", "cpu"):
-            return False
-        why = backends.generic_reason("cpu", scores.device)
-        if why is None and not hasattr(torch.ops.letter_fast, "trie_constrain_logits"):
-            why = "letter_fast._C lacks trie_constrain_logits (rebuild the extension)"
-        if why is not None and name == "cpu":
-            raise backends.BackendUnavailable(f"TrieLogitsProcessor: backend 'cpu' cannot run here: {why}")
-        return why is None

@@ -32,21 +32,22 @@ plus a map from item id to its position in ``leaf_items`` (a dense int32 table w
 dense, else sorted ids + positions) for :meth:`codes_of`. For ``V`` random 4-level identifiers
 over ``N = 256`` codes this is about 14-15 bytes per item (see benchmarks/bench_trie.py).
 
-The build is vectorized: one sort of the identifiers (packed into one int64 key when
-``prod(N_l) < 2^63``, else a stable lexicographic sort), then per level a comparison of
-neighbouring prefixes, a cumulative sum and a ``searchsorted``. No Python loop runs over items.
+The build is the op :func:`letter_fast.ops.trie_build` (a native radix sort on CPU; else one
+vectorized sort of the identifiers and per level a comparison of neighbouring prefixes and a
+``searchsorted``). No Python loop runs over items.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
 
-from letter_fast import _native, io
-from letter_fast.ops import backends, checks
+from letter_fast import io
+from letter_fast.ops import checks
+from letter_fast.ops.trie import check_codes as _check_codes
+from letter_fast.ops.trie import trie_build, trie_walk
 
 _FORMAT = "letter_fast.ItemIndex"
 _VERSION = 1
@@ -70,53 +71,6 @@ def _levels_of(num_codes, L: int, what: str = "ItemIndex") -> tuple[int, ...]:
     if any(n < 1 for n in levels):
         raise ValueError(f"{what}: every level needs num_codes >= 1, got {list(levels)}")
     return levels
-
-
-def _check_codes(codes, name: str, op: str, L: Optional[int] = None) -> torch.Tensor:
-    if not isinstance(codes, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be an integer torch.Tensor [*, L], got {type(codes).__name__}")
-    if codes.dim() != 2:
-        raise ValueError(f"{op}: {name} must have shape [count, L], got shape {tuple(codes.shape)}")
-    if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
-        raise TypeError(f"{op}: {name} must hold integer codes, got {codes.dtype}; cast with .long()")
-    if L is not None and codes.shape[1] != L:
-        raise ValueError(f"{op}: {name} has {codes.shape[1]} levels per row but the index has L={L}")
-    return codes.long()
-
-
-def _check_range(codes: torch.Tensor, levels: Sequence[int], name: str, op: str) -> None:
-    if codes.numel() == 0:
-        return
-    limit = torch.tensor(levels, device=codes.device)
-    bad = (codes < 0) | (codes >= limit)
-    if bool(bad.any()):
-        row, level = (int(i) for i in bad.nonzero()[0].tolist())
-        raise ValueError(
-            f"{op}: {name}[{row}, {level}] = {int(codes[row, level])} is out of range: level {level} has "
-            f"num_codes={levels[level]} (codes must lie in [0, {levels[level]})); {int(bad.sum())} bad value(s) in all"
-        )
-
-
-def _searchsorted_segments(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, target: torch.Tensor,
-                           max_len: int) -> torch.Tensor:
-    """Vectorized lower bound of ``target`` in the sorted segments ``values[lo:hi]`` (one per row).
-
-    Returns the position of ``target`` in its segment, or -1 where it is absent. A fixed number of
-    bisection rounds (``ceil(log2(max_len + 1))``) keeps it free of host synchronization.
-    """
-    n = values.numel()
-    end = hi
-    for _ in range(max(1, int(max_len).bit_length())):
-        active = lo < hi
-        mid = (lo + hi) // 2
-        v = values[mid.clamp(0, max(n - 1, 0))].long() if n else torch.zeros_like(mid)
-        right = active & (v < target)
-        lo = torch.where(right, mid + 1, lo)
-        hi = torch.where(active & ~right, mid, hi)
-    found = lo < end
-    if n:
-        found &= values[lo.clamp(0, n - 1)].long() == target
-    return torch.where(found, lo, torch.full_like(lo, -1))
 
 
 class ItemIndex:
@@ -208,9 +162,9 @@ class ItemIndex:
         first ones, unless ``allow_collisions=True``: then each identifier groups its items (in
         input order) and its first item stands for it (see :meth:`items_of_identifier`).
 
-        The index lives on ``codes``' device. ``backend``: ``cpu`` builds with the native radix
-        sort + one scan (the default for CPU codes when the extension is built and
-        ``prod(num_codes) < 2^62``), ``reference`` with PyTorch sorts (any device).
+        The index lives on ``codes``' device. ``backend`` (default ``LETTER_FAST_BACKEND``, else
+        ``auto``) picks the build of :func:`letter_fast.ops.trie_build`: ``cpu`` (native radix sort
+        + one scan; identifiers that pack into 63 bits) or ``reference`` (PyTorch sorts, any device).
         """
         op = "ItemIndex.from_codes"
         codes = _check_codes(codes, "codes", op)
@@ -225,20 +179,6 @@ class ItemIndex:
         if max(levels) > _INT32_MAX:
             raise ValueError(f"{op}: num_codes up to {_INT32_MAX} per level are supported, got {max(levels)}")
         device = codes.device
-        packable = math.prod(levels) < 2**62
-        name = (backend or "auto").lower()
-        native_reason = (backends.generic_reason("cpu", device)
-                         or (None if _native.has_native() and hasattr(torch.ops.letter_fast, "trie_build")
-                             else "letter_fast._C lacks trie_build (rebuild the extension)")
-                         or (None if sum((n - 1).bit_length() for n in levels) <= 63 and V <= _INT32_MAX
-                             else "the identifiers do not fit the native build's 63-bit packed key (or V >= 2^31)"))
-        if name == "cpu" and native_reason:
-            raise backends.BackendUnavailable(f"{op}: backend 'cpu' cannot run here: {native_reason}")
-        if name not in ("auto", "cpu", "reference"):
-            raise ValueError(f"{op}: unknown backend {name!r}; choose auto, cpu or reference")
-        native = name in ("auto", "cpu") and native_reason is None
-        if not native:
-            _check_range(codes, levels, "codes", op)
         if item_ids is None:
             ids = None  # item v is row v
         else:
@@ -254,12 +194,7 @@ class ItemIndex:
             if int(ids.min()) < 0:
                 raise ValueError(f"{op}: item_ids must be >= 0, got {int(ids.min())} at row {int(ids.argmin())}")
 
-        code_dtype = torch.int16 if max(levels) <= 2**15 - 1 else torch.int32
-        if native:
-            order, child_ptr, child_code, leaf_starts = torch.ops.letter_fast.trie_build(codes.contiguous(), list(levels))
-            child_code = [c.to(code_dtype) for c in child_code]
-        else:
-            order, child_ptr, child_code, leaf_starts = cls._build_torch(codes, levels, packable, code_dtype)
+        order, child_ptr, child_code, leaf_starts = trie_build(codes, levels, backend=backend)
         n_leaves = leaf_starts.numel()
 
         # 3. Items in identifier order, collision groups, and the id -> position map.
@@ -288,52 +223,6 @@ class ItemIndex:
                 cls._raise_duplicate_ids(ids)
             sorted_pos = positions[perm]
         return cls(levels, child_ptr, child_code, leaf_items, leaf_ptr, item_table, sorted_ids, sorted_pos)
-
-    @staticmethod
-    def _build_torch(codes, levels, packable, code_dtype):
-        """The PyTorch build (any device): sort, then per level boundaries, codes and CSR offsets."""
-        V, L = codes.shape
-        device = codes.device
-        # 1. Sort the identifiers (stable: a collision group keeps its items in input order).
-        if packable:
-            key = codes[:, 0].clone()
-            for level in range(1, L):
-                key.mul_(levels[level]).add_(codes[:, level])
-            key, order = torch.sort(key, stable=True)
-            sorted_codes = None
-        else:
-            order = torch.arange(V, device=device)
-            for level in reversed(range(L)):
-                order = order[torch.sort(codes[order, level], stable=True).indices]
-            sorted_codes = codes[order]
-
-        # 2. Per level: where a new prefix starts, its code, and the CSR offsets of its parent level.
-        boundary = torch.zeros(V, dtype=torch.bool, device=device)  # "row starts a new prefix of length t"
-        boundary[0] = True
-        starts_prev = torch.zeros(1, dtype=torch.long, device=device)  # root: one node starting at row 0
-        child_ptr, child_code = [], []
-        for t in range(1, L + 1):
-            if packable:
-                div = math.prod(levels[t:])
-                prefix = key // div if div > 1 else key
-                level_code = prefix % levels[t - 1]
-                if V > 1:
-                    boundary[1:] |= prefix[1:] != prefix[:-1]
-                del prefix
-            else:
-                level_code = sorted_codes[:, t - 1]
-                if V > 1:
-                    boundary[1:] |= level_code[1:] != level_code[:-1]
-            starts = boundary.nonzero().squeeze(1)
-            n_t = starts.numel()
-            if n_t > _INT32_MAX:
-                raise ValueError(f"ItemIndex.from_codes: level {t} has {n_t} nodes; at most {_INT32_MAX} are supported")
-            child_code.append(level_code[starts].to(code_dtype))
-            ptr = torch.searchsorted(starts, starts_prev)
-            child_ptr.append(torch.cat([ptr, torch.tensor([n_t], device=device)]).to(torch.int32))
-            starts_prev = starts
-            del level_code
-        return order, child_ptr, child_code, starts_prev
 
     @staticmethod
     def _raise_duplicate_ids(ids: torch.Tensor) -> None:
@@ -413,11 +302,9 @@ class ItemIndex:
         """Trie node of each prefix: ``prefix [Q, t]`` codes -> node ids ``[Q]`` at level ``t``.
 
         -1 where the prefix leads to no item (or a code is out of range). ``t = 0`` gives the
-        root (0); ``t = L`` gives identifier ids. Runs the native kernel on CPU when it is built
-        (``backend='cpu'``), else vectorized PyTorch on the index's device.
+        root (0); ``t = L`` gives identifier ids. The op :func:`letter_fast.ops.trie_walk`
+        (``backend``: ``auto``, ``reference`` or ``cpu``).
         """
-        from letter_fast.genrec.beam_search import trie_walk
-
         return trie_walk(self, prefix, backend=backend)
 
     def identifier_of(self, codes: torch.Tensor) -> torch.Tensor:

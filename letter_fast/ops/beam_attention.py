@@ -14,6 +14,8 @@ The ``cpu`` kernel (csrc/cpu/beam_attention_kernel.h) follows ``anc`` instead an
 rows it uses; the ``reference`` backend gathers and calls scaled-dot-product attention, and is
 what runs on GPUs (where the gather is cheap next to kernel launches).
 
+Both backends are deterministic (the kernel reduces each row in a fixed order).
+
 ``anc`` composes across steps: if step ``t`` extends row ``parent[r]`` of step ``t - 1``, then
 ``anc_t = cat([anc_{t-1}[:, parent], parent[None]])`` (:func:`extend_ancestors`).
 """
@@ -23,9 +25,9 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from letter_fast.ops import backends
+from letter_fast.ops.reference.beam_attention import beam_attention_reference
 
 OP = "beam_attention"
 _DTYPES = (torch.float32, torch.bfloat16)
@@ -34,19 +36,6 @@ _DTYPES = (torch.float32, torch.bfloat16)
 def extend_ancestors(anc: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
     """Ancestor rows ``[t, rows]`` for step ``t`` from those of step ``t - 1`` and the new ``parent [rows]``."""
     return torch.cat([anc[:, parent], parent[None]])
-
-
-def beam_attention_reference(qkv: Sequence[torch.Tensor], anc: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Gather each row's ancestors' keys/values, then scaled-dot-product attention (scale 1)."""
-    cur = qkv[-1]
-    rows, _, H, dk = cur.shape
-    kv = [step[anc[p], 1:] for p, step in enumerate(qkv[:-1])] + [cur[:, 1:]]          # each [rows, 2, H, dk]
-    kv = torch.stack(kv, dim=0)                                                        # [t + 1, rows, 2, H, dk]
-    k, v = kv[:, :, 0].permute(1, 2, 0, 3), kv[:, :, 1].permute(1, 2, 0, 3)           # [rows, H, t + 1, dk]
-    q = cur[:, 0, :, None]                                                             # [rows, H, 1, dk]
-    mask = bias.to(cur.dtype)[None, :, None, :]                                        # [1, H, 1, t + 1]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
-    return out.reshape(rows, H * dk)
 
 
 def beam_attention(qkv: Sequence[torch.Tensor], anc: torch.Tensor, bias: torch.Tensor,
@@ -58,7 +47,7 @@ def beam_attention(qkv: Sequence[torch.Tensor], anc: torch.Tensor, bias: torch.T
             (float32 or bfloat16).
         anc: int64 ``[t, rows]``, the ancestor row at each earlier step (``rows = qkv[-1].shape[0]``).
         bias: ``[H, t + 1]`` additive attention bias of the current position (T5's relative position bias).
-        backend: ``auto`` (default), ``reference`` or ``cpu``.
+        backend: ``auto`` (default, or ``LETTER_FAST_BACKEND``), ``reference`` or ``cpu``.
     """
     if not qkv:
         raise ValueError(f"{OP}: qkv needs at least the current step's projections")
@@ -74,7 +63,7 @@ def beam_attention(qkv: Sequence[torch.Tensor], anc: torch.Tensor, bias: torch.T
         raise ValueError(f"{OP}: anc must be int64 [{t}, {rows}], got {anc.dtype} {tuple(anc.shape)}")
     if tuple(bias.shape) != (cur.shape[2], t + 1):
         raise ValueError(f"{OP}: bias must be [{cur.shape[2]}, {t + 1}], got {tuple(bias.shape)}")
-    chosen = backends.resolve_cpu_kernel_op(OP, backend, cur.device)
+    chosen = backends.resolve(OP, backend, cur.device)
     if chosen == "cpu":
         return torch.ops.letter_fast.beam_attention(list(qkv), anc, bias)
     return beam_attention_reference(qkv, anc, bias)

@@ -13,7 +13,13 @@ kernel (csrc/, ops/triton/) -> registered op + autograd rule (here) -> functiona
 
 Gradients: ``z_hat`` is differentiable with respect to ``codebooks`` (it is a sum of gathered
 rows); the argmin is piecewise constant, so ``z`` gets no gradient through it. Training code
-that needs the straight-through estimator or the commitment loss uses :func:`rq_code_embeddings`.
+that needs the straight-through estimator or the commitment loss uses :func:`residual_code_embeddings`;
+:func:`residual_dequantize` maps codes back to ``z_hat``.
+
+Determinism: the codes and ``z_hat`` are deterministic on every backend. The codebook gradient
+is accumulated with ``index_add_``, which on CUDA tensors adds with atomics, so its float32 sums
+may differ in the last bits between runs unless ``torch.use_deterministic_algorithms(True)``
+(then torch takes its deterministic path). On CPU it is sequential and exact to repeat.
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ from letter_fast.ops import backends, checks
 from letter_fast.ops.reference.residual_quantize import code_embeddings, residual_quantize_reference
 
 OP = "residual_quantize"
-_NATIVE_DIM_LIMIT = 256  # CUDA kernel keeps the residual in registers (csrc/cuda/launch.h)
 
 
 def _codebook_grad(codes: torch.Tensor, codebooks: torch.Tensor, grad_z_hat: torch.Tensor) -> torch.Tensor:
@@ -103,12 +108,8 @@ def residual_quantize(
     :class:`~letter_fast.ops.backends.BackendUnavailable` for a forced backend that cannot run.
     """
     device = _validate(z, codebooks)
-    d = z.shape[1]
-
-    def too_wide() -> Optional[str]:
-        return f"d={d} exceeds the kernel's register budget of {_NATIVE_DIM_LIMIT}" if d > _NATIVE_DIM_LIMIT else None
-
-    chosen = backends.resolve(OP, backend, device, limits={"cuda": too_wide, "triton": too_wide})
+    # the CUDA and Triton kernels keep each row's residual in registers: a width limit (backends.OPS)
+    chosen = backends.resolve(OP, backend, device, d=z.shape[1])
     if chosen == "reference":
         return residual_quantize_reference(z, codebooks)
     if chosen == "triton":
@@ -116,25 +117,24 @@ def residual_quantize(
     return torch.ops.letter_fast.residual_quantize(z, codebooks)
 
 
-def rq_code_embeddings(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+def residual_code_embeddings(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     """Per-level code embeddings ``[B, L, d]``: ``out[b, l] = codebooks[l, codes[b, l]]``.
 
     Differentiable with respect to ``codebooks``; with the residuals
     ``r_{l-1} = z - sum_{j<l} e_{j,c_j}`` it gives the RQ-VAE codebook and commitment losses
     ``mse(e_{c_l}, sg(r_{l-1})) + mu * mse(sg(e_{c_l}), r_{l-1})``.
     """
-    _validate_codes(codes, codebooks)
+    _validate_codes(codes, codebooks, "residual_code_embeddings")
     return code_embeddings(codes, codebooks)
 
 
-def rq_decode(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+def residual_dequantize(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     """``z_hat [B, d] = sum_l codebooks[l, codes[:, l]]``, summed in float32, in the codebooks' dtype."""
-    _validate_codes(codes, codebooks)
+    _validate_codes(codes, codebooks, "residual_dequantize")
     return code_embeddings(codes, codebooks.float()).sum(dim=1).to(codebooks.dtype)
 
 
-def _validate_codes(codes, codebooks) -> None:
-    op = "rq_decode"
+def _validate_codes(codes, codebooks, op: str) -> None:
     checks.tensor(codebooks, "codebooks", op, 3, "[L, N, d]")
     checks.tensor(codes, "codes", op, 2, "[B, L]", dtypes=(torch.int64, torch.int32), cast_hint=".long()")
     L, N, _ = codebooks.shape

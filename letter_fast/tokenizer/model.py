@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from letter_fast.ops import codebook_diversity_loss, in_batch_contrastive_loss, residual_quantize, rq_code_embeddings
-from letter_fast.tokenizer.clustering import constrained_kmeans, kmeans, sinkhorn_assignment, squared_distances
+from letter_fast.ops import (codebook_diversity_loss, in_batch_contrastive_loss, residual_code_embeddings,
+                             residual_quantize, sinkhorn_assign)
+from letter_fast.tokenizer.clustering import constrained_kmeans, kmeans, squared_distances
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -159,7 +160,7 @@ class LetterTokenizer(nn.Module):
         B, L = codes.shape
         N = self.codebook_size
         if N > B:
-            e = rq_code_embeddings(codes, self.codebooks)
+            e = residual_code_embeddings(codes, self.codebooks)
             return torch.stack([
                 codebook_diversity_loss(e[:, level], self.codebooks[level], codes[:, level], positives[:, level],
                                         backend=self.backend)
@@ -183,7 +184,7 @@ class LetterTokenizer(nn.Module):
             if balanced_last_level and z.shape[0] > 1:
                 last = self.num_levels - 1
                 residual = z.detach() - (z_hat - self.codebooks[last][codes[:, last]].detach())
-                codes[:, last] = sinkhorn_assignment(
+                codes[:, last] = sinkhorn_assign(
                     squared_distances(residual.float(), self.codebooks[last].detach().float()),
                     self.sinkhorn_epsilon, self.sinkhorn_iters, backend=self.backend,
                 )
@@ -217,7 +218,7 @@ class LetterTokenizer(nn.Module):
             raise RuntimeError("codebooks are not initialized: call init_codebooks(embeddings) first")
         z = self._mlp(self.encoder, s)
         codes = self.quantize(z, balanced_last_level=self.training and self.sinkhorn_last_level)
-        e = rq_code_embeddings(codes, self.codebooks)                           # [B, L, d]
+        e = residual_code_embeddings(codes, self.codebooks)                     # [B, L, d]
         # r_{l-1} = z - sum_{j<l} sg(e_j): the chain sees the codebooks only through sg(e)
         prefix = torch.cumsum(e.detach(), dim=1) - e.detach()
         residuals = z[:, None, :] - prefix                                      # [B, L, d]

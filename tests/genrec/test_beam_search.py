@@ -10,7 +10,7 @@ from tests.conftest import CPU_BACKENDS
 from tests.genrec.helpers import TableScorer, random_catalog
 
 # The trie step kernel inside the search; the Triton interpreter is too slow for whole searches at
-# these beam widths, it gets the small search below (and every step shape in test_trie_step.py).
+# these beam widths, it gets the small search below (and every step shape in tests/ops/test_trie.py).
 SEARCH_BACKENDS = [b for b in CPU_BACKENDS if b != "triton"]
 
 

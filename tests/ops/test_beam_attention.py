@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from letter_fast.ops.beam_attention import beam_attention, beam_attention_reference, extend_ancestors
+from letter_fast.ops import beam_attention, extend_ancestors
+from letter_fast.ops.reference import beam_attention_reference
 from tests.conftest import needs_native
 
 

@@ -111,14 +111,14 @@ def test_codebook_gradient_matches_reference(backend):
 def test_decode_and_code_embeddings():
     z, codebooks = make(100, 12, 4, 30, seed=6)
     codes, z_hat = lf.residual_quantize(z, codebooks)
-    assert_close(lf.rq_decode(codes, codebooks), z_hat, what="rq_decode")
-    emb = lf.rq_code_embeddings(codes, codebooks)
+    assert_close(lf.residual_dequantize(codes, codebooks), z_hat, what="residual_dequantize")
+    emb = lf.residual_code_embeddings(codes, codebooks)
     assert emb.shape == (100, 4, 12)
     assert torch.equal(emb[5, 2], codebooks[2, codes[5, 2]])
     with pytest.raises(ValueError, match="codes must lie in"):
-        lf.rq_decode(codes + 30, codebooks)
+        lf.residual_dequantize(codes + 30, codebooks)
     with pytest.raises(ValueError, match="levels"):
-        lf.rq_decode(codes[:, :3], codebooks)
+        lf.residual_dequantize(codes[:, :3], codebooks)
 
 
 @settings(max_examples=40, deadline=None)

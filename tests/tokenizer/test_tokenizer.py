@@ -81,7 +81,7 @@ def test_same_cluster_sampling():
 
 @pytest.mark.parametrize("batch", [7, 32, 300])  # 7 < N: the per-item kernel; else the Gram form
 def test_diversity_loss_equals_per_item_contrastive(batch):
-    from letter_fast.ops import codebook_diversity_loss, rq_code_embeddings
+    from letter_fast.ops import codebook_diversity_loss, residual_code_embeddings
 
     m = small_model(beta=0.01)
     m.codebooks.data.normal_()
@@ -91,7 +91,7 @@ def test_diversity_loss_equals_per_item_contrastive(batch):
     positives = m.sample_same_cluster_codes(codes, g)
     got = m.diversity_loss(codes, positives)
     (got_grad,) = torch.autograd.grad(got, m.codebooks)
-    e = rq_code_embeddings(codes, m.codebooks)
+    e = residual_code_embeddings(codes, m.codebooks)
     want = torch.stack([codebook_diversity_loss(e[:, l], m.codebooks[l], codes[:, l], positives[:, l],
                                                 backend="reference") for l in range(3)]).mean()
     (want_grad,) = torch.autograd.grad(want, m.codebooks)

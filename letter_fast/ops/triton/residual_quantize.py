@@ -16,7 +16,7 @@ MAX_DIM = 256  # widest latent kept in registers
 
 
 @triton.jit
-def _rq_kernel(
+def _residual_quantize_kernel(
     z_ptr, stride_row, stride_col,
     cb_ptr, norms_ptr, codes_ptr, zhat_ptr,
     B, D, N, L,
@@ -71,7 +71,7 @@ def residual_quantize_triton(z: torch.Tensor, codebooks: torch.Tensor) -> tuple[
     block_b = 64 if block_d <= 64 else 32
     block_n = 64 if block_d <= 64 else 32
     grid = (triton.cdiv(B, block_b),)
-    _rq_kernel[grid](
+    _residual_quantize_kernel[grid](
         z, z.stride(0), z.stride(1), cb, norms, codes, z_hat, B, d, N, L,
         BLOCK_B=block_b, BLOCK_D=block_d, BLOCK_N=block_n,
     )

@@ -1,4 +1,4 @@
-"""Triton kernels for the fused softmax contrastive loss (math: ops/contrastive.py).
+"""Triton kernels for the fused softmax contrastive loss (math: ops/contrastive_loss.py).
 
 Three kernels, none of which stores the [B, M] logits:
 

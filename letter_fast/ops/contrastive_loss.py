@@ -21,8 +21,11 @@ the tiles and forms ``W_ij = g_i (softmax_ij - [j = p_i])`` on the fly, so memor
 ``O((B + M) d)`` at every size. Inputs may be float32, float16 or bfloat16 (accumulated in
 float32) or float64 (accumulated in float64; reference and cpu backends).
 
+Every backend is deterministic: each output row (and each gradient row) has one owner in the
+CPU, Triton and CUDA kernels, which reduce in a fixed order with no atomics.
+
 Layers, as for every op: kernel (csrc/cpu/contrastive_loss_kernel.h, csrc/cuda/contrastive_loss_kernel.cu,
-ops/triton/contrastive.py) -> registered ops ``contrastive_loss_forward`` /
+ops/triton/contrastive_loss.py) -> registered ops ``contrastive_loss_forward`` /
 ``contrastive_loss_backward`` + autograd rule (here) -> functional API (here).
 """
 
@@ -36,14 +39,12 @@ import torch
 
 from letter_fast import _native
 from letter_fast.ops import backends, checks
-from letter_fast.ops.reference.contrastive import contrastive_loss_reference, reduce_rows
+from letter_fast.ops.reference.contrastive_loss import contrastive_loss_reference, reduce_rows
 
 OP = "contrastive_loss"
 REDUCTIONS = ("mean", "sum", "none")
 _DTYPES = checks.FLOAT_DTYPES + (torch.float64,)
 _INDEX_DTYPES = (torch.int64, torch.int32)
-_TRITON_MAX_DIM = 512  # the Triton kernels hold a [rows, d] tile of anchors in registers
-_CUDA_MAX_DIM = 128  # the CUDA kernels keep a row and its gradient in registers (csrc/cuda/launch.h)
 
 
 # ---------------------------------------------------------------- autograd rule (all backends)
@@ -83,7 +84,7 @@ if _native.has_native():
 def _triton_forward(anchors: torch.Tensor, candidates: torch.Tensor, positives: torch.Tensor,
                     exclude: Optional[torch.Tensor], temperature: float, normalize: bool
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    from letter_fast.ops.triton.contrastive import contrastive_forward_triton
+    from letter_fast.ops.triton.contrastive_loss import contrastive_forward_triton
 
     return contrastive_forward_triton(anchors, candidates, positives, exclude, temperature, normalize)
 
@@ -99,7 +100,7 @@ def _triton_backward(grad_loss: torch.Tensor, grad_lse: torch.Tensor, anchors: t
                      candidates: torch.Tensor, positives: torch.Tensor, exclude: Optional[torch.Tensor],
                      lse: torch.Tensor, temperature: float, normalize: bool, anchors_grad: bool,
                      candidates_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from letter_fast.ops.triton.contrastive import contrastive_backward_triton
+    from letter_fast.ops.triton.contrastive_loss import contrastive_backward_triton
 
     return contrastive_backward_triton(grad_loss, grad_lse, anchors, candidates, positives, exclude, lse,
                                        temperature, normalize, anchors_grad, candidates_grad)
@@ -176,19 +177,8 @@ def _validate(anchors, candidates, positives, exclude, temperature, normalize, r
 def _contrastive(anchors, candidates, positives, exclude, temperature, normalize, reduction, backend, names):
     anchors, candidates, positives, exclude, temperature, device = _validate(
         anchors, candidates, positives, exclude, temperature, normalize, reduction, names)
-    d = anchors.shape[1]
-
-    def gpu_limits(name: str, max_dim: int):
-        def reason() -> Optional[str]:
-            if anchors.dtype == torch.float64:
-                return "float64 inputs run on the reference and cpu backends only"
-            if d > max_dim:
-                return f"d={d} exceeds the {name} kernels' register budget of {max_dim}"
-            return None
-        return reason
-
-    limits = {"cuda": gpu_limits("CUDA", _CUDA_MAX_DIM), "triton": gpu_limits("Triton", _TRITON_MAX_DIM)}
-    chosen = backends.resolve(names[0], backend, device, limits=limits)
+    # the Triton and CUDA kernels hold rows in registers (a width limit) and run float32 math only
+    chosen = backends.resolve(OP, backend, device, caller=names[0], d=anchors.shape[1], dtype=anchors.dtype)
     if chosen == "reference":
         return contrastive_loss_reference(anchors, candidates, positives, exclude, temperature, normalize, reduction)
     forward = _triton_forward if chosen == "triton" else torch.ops.letter_fast.contrastive_loss_forward

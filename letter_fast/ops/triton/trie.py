@@ -1,5 +1,5 @@
-"""Triton trie step (math and candidate order: letter_fast/genrec/beam_search.py and
-letter_fast/ops/reference/trie_step.py).
+"""Triton trie step (math and candidate order: letter_fast/ops/trie.py and
+letter_fast/ops/reference/trie.py).
 
 Each candidate becomes one int64 key that sorts exactly like the reference order:
 
@@ -97,7 +97,7 @@ def _pow2(x: int) -> int:
 
 
 def trie_step_triton(node, log_probs, scores, child_ptr, child_code, beams_per_query: int, k: int):
-    """Launch both kernels; inputs are validated by letter_fast.genrec.beam_search.trie_step."""
+    """Launch both kernels; inputs are validated by letter_fast.ops.trie.trie_step."""
     R, N = log_probs.shape
     B = beams_per_query
     Q = R // B

@@ -14,8 +14,8 @@ Targets: on this CPU at least 1.5x faster than the reference at B = 16384, and r
 B = 65536 in O(B d) memory; on an H100 (``gpu_check``) at least 8x faster and 100x less memory
 than the reference at B = 16384. Usage::
 
-    python benchmarks/bench_contrastive.py            # the full grid (~6 min on 2 cores)
-    python benchmarks/bench_contrastive.py --quick    # a smoke run at small sizes
+    python benchmarks/bench_contrastive_loss.py            # the full grid (~6 min on 2 cores)
+    python benchmarks/bench_contrastive_loss.py --quick    # a smoke run at small sizes
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import letter_fast as lf  # noqa: E402
 from benchmarks.harness import RESULTS, Case, append_markdown, run_cases  # noqa: E402
 from letter_fast.ops import backends  # noqa: E402
 
-NAME = "contrastive"
+NAME = "contrastive_loss"
 REFERENCE_LIMIT_GB = 8.0
 
 
@@ -153,7 +153,7 @@ def gpu_check(out_dir: Path) -> None:
     """On a CUDA machine: check the cuda and triton backends, then time them against the targets."""
     if not torch.cuda.is_available():
         raise RuntimeError(f"gpu_check {NAME}: no CUDA GPU visible")
-    gpu_backends = [b for b in ("cuda", "triton") if backends.generic_reason(b, torch.device("cuda")) is None]
+    gpu_backends = [b for b in ("cuda", "triton") if backends.reason("contrastive_loss", b, torch.device("cuda")) is None]
     if not gpu_backends:
         raise RuntimeError(f"gpu_check {NAME}: neither the cuda nor the triton backend runs here: "
                            f"{backends.available(torch.device('cuda'))}")

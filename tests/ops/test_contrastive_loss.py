@@ -323,7 +323,7 @@ def test_opcheck_native_ops(exclude):
 
 @pytest.mark.skipif("triton" not in CPU_BACKENDS, reason="Triton interpreter not available")
 def test_opcheck_triton_op():
-    from letter_fast.ops.contrastive import _triton_forward
+    from letter_fast.ops.contrastive_loss import _triton_forward
 
     a, c, p, x = _op_args()
     torch.library.opcheck(_triton_forward, (a, c, p, x, 0.5, False))
