@@ -110,8 +110,9 @@ class ResidualQuantizer(nn.Module):
         if unsupported:
             raise TypeError(
                 f"ResidualQuantizer does not implement the option(s) {', '.join(sorted(unsupported))} of "
-                "vector-quantize-pytorch's ResidualVQ; it takes dim, num_quantizers, codebook_size, commitment_weight, "
-                "ema_update, learnable_codebook, decay, eps, kmeans_init, kmeans_iters, threshold_ema_dead_code, backend"
+                "vector-quantize-pytorch's ResidualVQ; it takes dim, num_quantizers, codebook_size, "
+                "commitment_weight, ema_update, learnable_codebook, decay, eps, kmeans_init, kmeans_iters, "
+                "threshold_ema_dead_code, backend"
             )
         for name, value in (("dim", dim), ("num_quantizers", num_quantizers), ("codebook_size", codebook_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -161,13 +162,15 @@ class ResidualQuantizer(nn.Module):
 
     def _flatten(self, x: torch.Tensor, what: str = "x") -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"ResidualQuantizer: {what} must be a torch.Tensor [..., {self.dim}], got {type(x).__name__}")
+            raise TypeError(f"ResidualQuantizer: {what} must be a torch.Tensor [..., {self.dim}], "
+                            f"got {type(x).__name__}")
         if x.dim() < 2 or x.shape[-1] != self.dim:
             raise ValueError(f"ResidualQuantizer: {what} must have shape [..., dim={self.dim}] with at least one "
                              f"leading dimension (e.g. [batch, {self.dim}] or [batch, seq, {self.dim}]), "
                              f"got shape {tuple(x.shape)}")
         if not x.is_floating_point():
-            raise TypeError(f"ResidualQuantizer: {what} must be a floating-point tensor, got {x.dtype}; cast it with .float()")
+            raise TypeError(f"ResidualQuantizer: {what} must be a floating-point tensor, got {x.dtype}; "
+                            "cast it with .float()")
         # a [M, d] input is used as it is: no view node, so gradients into x accumulate in the same order as
         # when the caller's own graph uses x directly
         z = x if x.dim() == 2 else x.reshape(-1, self.dim)

@@ -12,7 +12,8 @@ def test_recovers_separated_clusters_and_is_deterministic():
     labels = torch.arange(600) % 6
     x = centers[labels] + 0.1 * torch.randn(600, 5, generator=g)
     found, assigned = kmeans(x, 6, seed=3)
-    assert len({(int(a), int(b)) for a, b in zip(labels, assigned)}) == 6  # one found cluster per planted one
+    # one found cluster per planted one
+    assert len({(int(a), int(b)) for a, b in zip(labels, assigned, strict=True)}) == 6
     # each found center is the mean of its points, and labels are nearest centers
     for c in range(6):
         torch.testing.assert_close(found[c], x[assigned == c].mean(0), rtol=1e-5, atol=1e-5)

@@ -216,7 +216,7 @@ def test_first_batch_init_equals_explicit_init_then_step():
     torch.manual_seed(16)
     manual.init_codebooks(x)
     out_manual = manual.train()(x)
-    for a, b in zip(out_auto, out_manual):
+    for a, b in zip(out_auto, out_manual, strict=True):
         assert torch.equal(a, b)
     assert all(torch.equal(v, manual.state_dict()[k]) for k, v in auto.state_dict().items())
 
