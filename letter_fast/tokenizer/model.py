@@ -4,7 +4,7 @@ NeurIPS 2023).
 
 An item's semantic embedding ``s`` is encoded to a latent ``z = E(s)``, residual-quantized with
 ``L`` codebooks into codes ``[c_1..c_L]`` and a quantized latent ``z_hat = sum_l e_{l,c_l}``, and
-decoded back ``s_hat = D(z + sg(z_hat - z))`` (straight-through). The loss:
+decoded back ``s_hat = D(z + sg(z_hat - z))`` (straight-through). The loss (docs/method.md, section 2):
 
     L = L_recon + mean_l (L_cb,l + beta * L_div,l) + alpha * L_CF
     L_recon = mse(s_hat, s)
