@@ -1,5 +1,6 @@
-"""Clustering used by the tokenizer: k-means codebook init and size-constrained groups of codes for
-the diversity loss (the Sinkhorn-balanced assignment of the last level is the op
+"""Clustering used by the tokenizer: size-constrained groups of codes for the diversity loss (the
+k-means they start from lives in :mod:`letter_fast.nn.kmeans`, with the quantizer that initializes
+codebooks from it; the Sinkhorn-balanced assignment of the last level is the op
 :func:`letter_fast.ops.sinkhorn_assign`).
 
 Both are vectorized over points (no per-item Python loops).
@@ -11,51 +12,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-
-def squared_distances(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    """``[n, k]`` squared Euclidean distances, clamped at 0 against rounding."""
-    return ((x * x).sum(1, keepdim=True) - 2 * x @ centers.T + (centers * centers).sum(1)).clamp_min_(0)
-
-
-def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): each new center drawn ~ D(x)^2."""
-    n = x.shape[0]
-    first = torch.randint(n, (1,), generator=generator, device="cpu").item()
-    centers = [x[first]]
-    closest = squared_distances(x, x[first:first + 1]).squeeze(1)
-    for _ in range(1, k):
-        total = closest.sum()
-        if total <= 0:  # fewer distinct points than centers: repeat one
-            idx = torch.randint(n, (1,), generator=generator).item()
-        else:
-            idx = torch.multinomial((closest / total).cpu(), 1, generator=generator).item()
-        centers.append(x[idx])
-        closest = torch.minimum(closest, squared_distances(x, x[idx:idx + 1]).squeeze(1))
-    return torch.stack(centers)
-
-
-def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lloyd's k-means with k-means++ seeding. Returns ``(centers [k, d], labels [n])``.
-
-    With fewer points than ``k``, the spare centers are copies of data points (every center is
-    still a valid code); empty clusters are re-seeded at the point farthest from its center.
-    """
-    x = x.detach().float()
-    g = torch.Generator().manual_seed(seed)
-    centers = kmeans_plus_plus(x, k, g)
-    labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    for _ in range(iters):
-        dist = squared_distances(x, centers)
-        labels = dist.argmin(1)
-        counts = torch.bincount(labels, minlength=k)
-        sums = torch.zeros_like(centers).index_add_(0, labels, x)
-        empty = counts == 0
-        centers = torch.where(empty[:, None], centers, sums / counts.clamp_min(1)[:, None])
-        if empty.any() and x.shape[0] >= k:
-            far = dist.gather(1, labels[:, None]).squeeze(1).topk(int(empty.sum())).indices
-            centers[empty] = x[far]
-    return centers, labels
-
+from letter_fast.nn.kmeans import kmeans, kmeans_plus_plus, squared_distances  # noqa: F401  (re-exported)
 
 def constrained_assignment(dist: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
     """Assign n points to k clusters minimizing total distance with every size in [min, max].

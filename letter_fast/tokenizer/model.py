@@ -18,6 +18,11 @@ gradient reaches both the codebooks and the encoder (the reference code feeds it
 straight-through latent, where it reaches the encoder only).
 The last level is assigned by Sinkhorn-balanced optimal transport during training and by the
 nearest code at inference. ``alpha = 0`` and ``beta = 0`` give the plain RQ-VAE of TIGER.
+
+Built from the :mod:`letter_fast.nn` modules: :class:`~letter_fast.nn.ResidualQuantizer` (codebooks,
+nearest-code search, straight-through estimator, ``L_cb``; gradient-trained codebooks, no EMA),
+:class:`~letter_fast.nn.InBatchContrastiveLoss` (``L_CF``) and :class:`~letter_fast.nn.CodebookDiversityLoss`
+(``L_div``); this module adds the encoder/decoder, the Sinkhorn last level and the code clusters.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from letter_fast.ops import (codebook_diversity_loss, in_batch_contrastive_loss, residual_code_embeddings,
-                             residual_quantize, sinkhorn_assign)
-from letter_fast.tokenizer.clustering import constrained_kmeans, kmeans, squared_distances
+from letter_fast.nn import CodebookDiversityLoss, InBatchContrastiveLoss, ResidualQuantizer
+from letter_fast.nn.kmeans import squared_distances
+from letter_fast.ops import sinkhorn_assign
+from letter_fast.tokenizer.clustering import constrained_kmeans
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -95,22 +101,40 @@ class LetterTokenizer(nn.Module):
         self.backend = backend
         self.encoder = mlp([input_dim, *hidden_dims, latent_dim])
         self.decoder = mlp([latent_dim, *reversed(hidden_dims), input_dim])
-        self.codebooks = nn.Parameter(torch.zeros(num_levels, codebook_size, latent_dim))
-        self.register_buffer("initialized", torch.tensor(False))
+        # zero codebooks until init_codebooks (k-means on the encoded catalogue); trained by gradient
+        self.quantizer = ResidualQuantizer(
+            dim=latent_dim, num_quantizers=num_levels, codebook_size=codebook_size, commitment_weight=commitment,
+            ema_update=False, learnable_codebook=True, kmeans_init=True, kmeans_iters=25, backend=backend,
+        )
+        self.cf_loss_fn = InBatchContrastiveLoss(temperature=cf_temperature, backend=backend)
+        self.diversity_loss_fn = CodebookDiversityLoss(backend=backend)
         # cluster label of every code, per level, for the diversity loss (refreshed each epoch)
         self.register_buffer("code_clusters", torch.zeros(num_levels, codebook_size, dtype=torch.long))
 
     # ------------------------------------------------------------------ codebooks
 
+    @property
+    def codebooks(self) -> nn.Parameter:
+        """The codebooks ``[L, N, d]`` (the quantizer's parameter)."""
+        return self.quantizer.codebooks
+
+    @property
+    def initialized(self) -> torch.Tensor:
+        """Whether :meth:`init_codebooks` has run (a saved buffer of the quantizer)."""
+        return self.quantizer.initialized
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the quantizer was a submodule keep its tensors at the top level
+        for name in ("codebooks", "initialized"):
+            if prefix + name in state_dict and prefix + "quantizer." + name not in state_dict:
+                state_dict[prefix + "quantizer." + name] = state_dict.pop(prefix + name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @torch.no_grad()
     def init_codebooks(self, embeddings: torch.Tensor, seed: int = 0) -> None:
-        """k-means on the latents level by level: level l's centers fit the residuals left by l-1."""
-        r = self.encoder(embeddings)
-        for level in range(self.num_levels):
-            centers, labels = kmeans(r, self.codebook_size, seed=seed + level)
-            self.codebooks[level] = centers
-            r = r - centers[labels]
-        self.initialized.fill_(True)
+        """k-means on the latents level by level: level l's centers fit the residuals left by l-1
+        (:meth:`letter_fast.nn.ResidualQuantizer.init_codebooks`, level l seeded ``seed + l``)."""
+        self.quantizer.init_codebooks(self.encoder(embeddings), seed=seed)
 
     @torch.no_grad()
     def refresh_code_clusters(self, seed: int = 0) -> None:
@@ -145,42 +169,17 @@ class LetterTokenizer(nn.Module):
         return order[levels, start + offset]
 
     def diversity_loss(self, codes: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-        """``mean_l L_div,l`` for codes ``[B, L]`` and same-cluster positives ``[B, L]``.
-
-        The anchor of item b at level l is a codebook row, ``e_{l,c_b} = C_l[c_b]``, so its logits
-        against the codebook are row ``c_b`` of the Gram matrix ``G_l = C_l C_l^T`` and its
-        log-normalizer ``lse_l[c] = log sum_{j != c} exp(G_l[c, j])`` depends on the code only:
-
-            L_div,l = (1/B) [ sum_c n_l[c] lse_l[c] - sum_b G_l[c_b, p_b] ],  n_l[c] = #{b: c_b = c}
-
-        With ``N <= B`` that is ``L N^2 d`` multiply-adds in one batched matmul instead of
-        ``L B N d`` (4x fewer at B = 1024, N = 256) and one call instead of L. Larger codebooks
-        take the fused per-item kernel (:func:`codebook_diversity_loss`), which never forms G.
-        """
-        B, L = codes.shape
-        N = self.codebook_size
-        if N > B:
-            e = residual_code_embeddings(codes, self.codebooks)
-            return torch.stack([
-                codebook_diversity_loss(e[:, level], self.codebooks[level], codes[:, level], positives[:, level],
-                                        backend=self.backend)
-                for level in range(L)
-            ]).mean()
-        gram = torch.bmm(self.codebooks, self.codebooks.transpose(1, 2))                 # [L, N, N]
-        own = torch.eye(N, dtype=torch.bool, device=gram.device)
-        lse = torch.logsumexp(gram.masked_fill(own, float("-inf")), dim=2)             # [L, N]
-        counts = torch.zeros(L, N, device=gram.device, dtype=gram.dtype)
-        counts.scatter_add_(1, codes.T, torch.ones_like(codes.T, dtype=gram.dtype))
-        levels = torch.arange(L, device=gram.device)[:, None]
-        positive_logits = gram[levels, codes.T, positives.T]                              # [L, B]
-        return ((counts * lse).sum() - positive_logits.sum()) / (B * L)
+        """``mean_l L_div,l`` for codes ``[B, L]`` and same-cluster positives ``[B, L]``
+        (:class:`letter_fast.nn.CodebookDiversityLoss`: the Gram form for ``N <= B``, else the fused
+        per-item kernel)."""
+        return self.diversity_loss_fn(self.codebooks, codes, positives)
 
     # ------------------------------------------------------------------ quantization
 
     def quantize(self, z: torch.Tensor, balanced_last_level: bool = False) -> torch.Tensor:
         """Codes ``[B, L]`` of latents ``z`` (nearest codes; Sinkhorn for the last level if asked)."""
         with torch.no_grad():
-            codes, z_hat = residual_quantize(z.detach(), self.codebooks.detach(), backend=self.backend)
+            codes, z_hat = self.quantizer.search(z)
             if balanced_last_level and z.shape[0] > 1:
                 last = self.num_levels - 1
                 residual = z.detach() - (z_hat - self.codebooks[last][codes[:, last]].detach())
@@ -218,13 +217,13 @@ class LetterTokenizer(nn.Module):
             raise RuntimeError("codebooks are not initialized: call init_codebooks(embeddings) first")
         z = self._mlp(self.encoder, s)
         codes = self.quantize(z, balanced_last_level=self.training and self.sinkhorn_last_level)
-        e = residual_code_embeddings(codes, self.codebooks)                     # [B, L, d]
-        # r_{l-1} = z - sum_{j<l} sg(e_j): the chain sees the codebooks only through sg(e)
-        prefix = torch.cumsum(e.detach(), dim=1) - e.detach()
-        residuals = z[:, None, :] - prefix                                      # [B, L, d]
-        codebook_loss = F.mse_loss(e, residuals.detach()) + self.commitment * F.mse_loss(e.detach(), residuals)
-        z_hat = e.sum(dim=1)
-        recon = self._mlp(self.decoder, z + (z_hat - z).detach())
+        # quantized = z + sg(z_hat - z); all_codes [L, B, d] = e_{l,c_l}, differentiable w.r.t. the codebooks;
+        # losses.mean is L_cb averaged over the levels (the chain r_{l-1} = z - sum_{j<l} sg(e_j))
+        quantized, _, _, all_codes, losses = self.quantizer(z, codes=codes, return_all_codes=True,
+                                                            return_loss_breakdown=True)
+        codebook_loss = losses.mean
+        z_hat = all_codes.sum(dim=0)
+        recon = self._mlp(self.decoder, quantized)
         recon_loss = F.mse_loss(recon, s)
         zero = z.new_zeros(())
         cf_loss = zero
@@ -234,7 +233,7 @@ class LetterTokenizer(nn.Module):
             # value z_hat; gradient to the codebooks (through z_hat) and to the encoder (straight
             # through z), so the CF signal both moves codes and moves items between codes
             cf_input = z_hat + (z - z.detach())
-            cf_loss = in_batch_contrastive_loss(cf_input, cf, temperature=self.cf_temperature, backend=self.backend)
+            cf_loss = self.cf_loss_fn(cf_input, cf)
         div_loss = zero
         if self.beta > 0:
             positives = self.sample_same_cluster_codes(codes, generator)

@@ -170,3 +170,47 @@ def test_cf_regularizer_moves_identifiers_towards_collaborative_groups(catalog, 
         codes, _ = model.encode_items(s)
         similarity[alpha] = cf_neighbour_code_similarity(codes, cf)
     assert similarity[1.0] > 1.5 * similarity[0.0], similarity
+
+
+def test_forward_is_the_rqvae_letter_loss_written_out(catalog):
+    """The tokenizer built from letter_fast.nn modules computes the loss of the module docstring: the
+    same terms and gradients as the formula written out in plain PyTorch."""
+    import torch.nn.functional as F
+
+    s, cf = catalog.embeddings["semantic"][:128], catalog.embeddings["cf_planted"][:128]
+    m = small_model(alpha=0.1, beta=0.01, sinkhorn_last_level=False)
+    m.init_codebooks(s)
+    m.refresh_code_clusters()
+    out = m(s, cf, generator=torch.Generator().manual_seed(4))
+    (grad,) = torch.autograd.grad(out["loss"], m.codebooks)
+    codes = out["codes"]
+    z = m.encoder(s)
+    e = torch.stack([m.codebooks[level][codes[:, level]] for level in range(3)], dim=1)
+    residuals = z[:, None] - (torch.cumsum(e.detach(), 1) - e.detach())
+    codebook = F.mse_loss(e, residuals.detach()) + m.commitment * F.mse_loss(e.detach(), residuals)
+    recon = F.mse_loss(m.decoder(z + (e.sum(1) - z).detach()), s)
+    cf_loss = F.cross_entropy((e.sum(1) + z - z.detach()) @ cf.T, torch.arange(128))
+    positives = m.sample_same_cluster_codes(codes, torch.Generator().manual_seed(4))
+    div = torch.stack([
+        F.cross_entropy((m.codebooks[level][codes[:, level]] @ m.codebooks[level].T).masked_fill(
+            F.one_hot(codes[:, level], 32).bool(), float("-inf")), positives[:, level]) for level in range(3)
+    ]).mean()
+    want = {"recon": recon, "codebook": codebook, "cf": cf_loss, "diversity": div,
+            "loss": recon + codebook + m.beta * div + m.alpha * cf_loss}
+    for key, value in want.items():
+        torch.testing.assert_close(out[key], value.detach(), rtol=1e-5, atol=1e-6, msg=key)
+    (want_grad,) = torch.autograd.grad(want["loss"], m.codebooks)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_checkpoint_with_top_level_codebook_keys_loads():
+    """State dicts written before the codebooks moved into the quantizer submodule still load."""
+    m = small_model()
+    m.codebooks.data.normal_()
+    m.initialized.fill_(True)
+    old = {("codebooks" if k == "quantizer.codebooks" else "initialized" if k == "quantizer.initialized" else k): v
+           for k, v in m.state_dict().items()}
+    assert "codebooks" in old and "quantizer.codebooks" not in old
+    fresh = small_model()
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.codebooks, m.codebooks) and bool(fresh.initialized)
