@@ -16,6 +16,10 @@ next item ``o_t`` and one uniformly sampled negative ``n_t != o_t`` per position
 keeps sampling vectorized and differs for a negligible share of draws). Adam, early stopping on the
 validation NDCG@10 (full ranking over all items), best weights kept.
 
+Runs. Seeding, checkpoints and exact resume come from ``letter_fast.training``: on CPU, without a time budget,
+the same command gives the same bytes, also after ``kill -9`` and a restart. On CUDA, the attention kernels and
+cuBLAS reductions are not bitwise deterministic, so GPU runs repeat only up to rounding noise.
+
 Output. ``e_1..e_V``, the item table without the padding row, as a float32 ``[V, d]`` tensor: the CF
 embeddings the LETTER tokenizer aligns its quantized embeddings with (d = 32 in the paper).
 """

@@ -6,6 +6,8 @@ diversity positives come from one generator, all of which the checkpoint carries
 ``kill -9``) ends with the same bytes as an uninterrupted one. Files in ``out_dir``: ``tokenizer.ckpt``
 (resumable), ``best.pt`` (the selected model), ``training.json`` (the learning curve and the selection) and
 ``timing.json`` (seconds per epoch: the only file that differs between two identical runs).
+Exact on CPU; on CUDA, bf16 autocast (``mlp_precision="bf16"``) and the GPU reductions (cuBLAS, atomics in
+scatter/index backward) are not bitwise deterministic, so a GPU run repeats only up to rounding noise.
 """
 
 from __future__ import annotations

@@ -105,7 +105,6 @@ torch.distributed.destroy_process_group()
 """
 
 
-@pytest.mark.slow
 def free_port() -> int:
     """A port nobody listens on now (a fixed one fails when a previous run's socket lingers)."""
     with socket.socket() as s:
@@ -113,6 +112,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
     """torchrun with 2 CPU processes (gloo): ranks stay in sync, validation covers every user once."""
     (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
@@ -130,3 +130,8 @@ def test_ddp_two_cpu_processes(tmp_path):
     timeless = lambda h: [{k: v for k, v in e.items() if not k.endswith("time_s")} for e in h]  # noqa: E731
     assert timeless(r0["history"]) == timeless(r1["history"])
     assert (tmp_path / "best.pt").exists() and (tmp_path / "checkpoint.pt").exists()
+    # the checkpoint keeps both ranks' random streams (each rank resumes its own dropout stream)
+    from letter_fast.training import load_checkpoint
+
+    rngs = load_checkpoint(tmp_path / "checkpoint.pt", "tiger.checkpoint", 1)["rng"]
+    assert len(rngs) == 2 and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
