@@ -277,9 +277,10 @@ def train_sasrec(
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None:
         prepare_out_dir(ckpt_path.parent)
-    timing = Timing(ckpt_path.parent / "timing.json" if ckpt_path is not None else None, resume=resume)
+    resuming = bool(ckpt_path is not None and resume and ckpt_path.exists())
+    timing = Timing(ckpt_path.parent / "timing.json" if ckpt_path is not None else None, resume=resuming)
     prior_seconds = timing.get("train_seconds")
-    if ckpt_path is not None and resume and ckpt_path.exists():
+    if resuming:
         state = load_checkpoint(ckpt_path, CHECKPOINT_KIND, CHECKPOINT_VERSION)
         check_same_settings(ckpt_path, {"num_items": state["num_items"], **{k: state["config"][k] for k in _MODEL_KEYS}},
                             {"num_items": num_items, **{k: getattr(cfg, k) for k in _MODEL_KEYS}})

@@ -235,12 +235,14 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
 
     out_dir = prepare_out_dir(out_dir, main=dist.main)
     ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
-    timing = Timing(out_dir / "timing.json" if out_dir is not None and dist.main else None, resume=resume)
+    resuming = bool(resume and ckpt_path is not None and ckpt_path.exists())
+    # timings continue only with the checkpoint they belong to (a fresh start also starts the time budget afresh)
+    timing = Timing(out_dir / "timing.json" if out_dir is not None and dist.main else None, resume=resuming)
     loop = LoopState()
     best = BestTracker(mode="max", patience=config.patience)
     history: list = []
     best_state = None
-    if resume and ckpt_path is not None and ckpt_path.exists():
+    if resuming:
         ckpt = load_checkpoint(ckpt_path, CHECKPOINT_KIND, VERSION)
         check_same_settings(ckpt_path, ckpt["config"], dataclasses.asdict(config), _FREE_SETTINGS)
         model.load_state_dict(ckpt["model"])

@@ -92,9 +92,10 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
     loop, history = LoopState(), []
     best = BestTracker(mode="min")
     ckpt = _checkpoint_path(out_dir)
-    timing = Timing(out_dir / "timing.json", resume=resume)
+    resuming = bool(resume and ckpt.exists())
+    timing = Timing(out_dir / "timing.json", resume=resuming)   # timings continue only with their checkpoint
     settings = {"model": model.settings(), "train": dataclasses.asdict(config)}
-    if resume and ckpt.exists():
+    if resuming:
         state = load_checkpoint(ckpt, CHECKPOINT_KIND, VERSION, map_location=device)
         check_same_settings(ckpt, {**state["settings"]["train"], "model": state["settings"]["model"]},
                             {**settings["train"], "model": settings["model"]}, _FREE_SETTINGS)
