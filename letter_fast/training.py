@@ -151,15 +151,18 @@ def save_checkpoint(path: PathLike, kind: str, version: int, state: Mapping[str,
 
 
 def load_checkpoint(path: PathLike, kinds: Union[str, Sequence[str]], version: int,
-                    map_location: Union[str, torch.device] = "cpu") -> dict:
+                    map_location: Union[str, torch.device] = "cpu", what: str = "") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` as one of ``kinds``, format ``version``.
 
     Raises ``FileNotFoundError`` when ``path`` is missing and :class:`CheckpointError` (a ``ValueError``) when the
     file cannot be read, is of another kind, or of another version, with what the file is and what to do.
+    ``what`` names the expected file for people (``"TIGER checkpoint"``).
     """
     path = Path(path)
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     expected = " or ".join(f"letter_fast.{k}" for k in kinds)
+    if what:
+        expected = f"a letter_fast {what} ({expected})"
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -173,10 +176,12 @@ def load_checkpoint(path: PathLike, kinds: Union[str, Sequence[str]], version: i
             "--no-resume / another output folder") from exc
     found = state.get("format") if isinstance(state, dict) else None
     if not isinstance(found, str) or found.split("/")[0] not in {f"letter_fast.{k}" for k in kinds}:
-        what = f"a {found!r} file" if isinstance(found, str) else \
+        kind_found = f"a {found!r} file" if isinstance(found, str) else \
             f"a {type(state).__name__}" + (" without a format name" if isinstance(state, dict) else "")
-        raise CheckpointError(f"{path} is {what}, not {expected}: pass the right file, or delete it / pass "
-                              "--no-resume to start afresh")
+        older = " (letter_fast releases before format names wrote such files: train again)" \
+            if isinstance(state, dict) and found is None else ""
+        raise CheckpointError(f"{path} is {kind_found}, not {expected}{older}: pass the right file, or delete it / "
+                              "pass --no-resume to start afresh")
     got = state.get("version", found.partition("/")[2] or None)
     if str(got) != str(version):
         raise CheckpointError(f"{path} is {found} format version {got}; this letter_fast reads version {version}. "

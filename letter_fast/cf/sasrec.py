@@ -281,9 +281,9 @@ def train_sasrec(
     timing = Timing(ckpt_path.parent / "timing.json" if ckpt_path is not None else None, resume=resuming)
     prior_seconds = timing.get("train_seconds")
     if resuming:
-        state = load_checkpoint(ckpt_path, CHECKPOINT_KIND, CHECKPOINT_VERSION)
-        check_same_settings(ckpt_path, {"num_items": state["num_items"], **{k: state["config"][k] for k in _MODEL_KEYS}},
-                            {"num_items": num_items, **{k: getattr(cfg, k) for k in _MODEL_KEYS}})
+        state = load_checkpoint(ckpt_path, CHECKPOINT_KIND, CHECKPOINT_VERSION, what="SASRec checkpoint")
+        saved = {"num_items": state["num_items"], **{k: state["config"][k] for k in _MODEL_KEYS}}
+        check_same_settings(ckpt_path, saved, {"num_items": num_items, **{k: getattr(cfg, k) for k in _MODEL_KEYS}})
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         loop.load_state_dict(state["loop"])

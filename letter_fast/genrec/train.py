@@ -174,7 +174,7 @@ def load_tiger(path, device="cpu"):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"TIGER checkpoint not found: {path}")
-    state = load_checkpoint(path, (MODEL_KIND, CHECKPOINT_KIND), VERSION)
+    state = load_checkpoint(path, (MODEL_KIND, CHECKPOINT_KIND), VERSION, what="TIGER checkpoint")
     try:
         vocab = CodeVocabulary(**state["vocab"])
         config = config_from_mapping(TigerTrainConfig, state["config"], f"{path} settings")

@@ -61,7 +61,8 @@ def _checkpoint_path(out_dir: Path) -> Path:
 
 def load_tokenizer(path, device: str = "cpu") -> LetterTokenizer:
     """A trained tokenizer from a ``tokenizer.ckpt`` or a ``best.pt`` written by :func:`train_tokenizer`."""
-    state = load_checkpoint(path, (MODEL_KIND, CHECKPOINT_KIND), VERSION, map_location="cpu")
+    state = load_checkpoint(path, (MODEL_KIND, CHECKPOINT_KIND), VERSION, map_location="cpu",
+                            what="tokenizer checkpoint")
     settings = dict(state["settings"])
     settings["diversity_cluster_sizes"] = tuple(settings["diversity_cluster_sizes"])
     settings["hidden_dims"] = tuple(settings["hidden_dims"])
