@@ -110,6 +110,14 @@ def command_of(name: str, out_dir: Path, cfg: dict) -> str:
     return f"letter-fast train-cf {name} --out-dir {out_dir} --no-resume " + " ".join(flags)
 
 
+def train_seconds(metrics: dict, out_dir: Path) -> float:
+    """Training seconds: in timing.json since metrics.json repeats exactly (older runs kept them in metrics.json)."""
+    if "train_seconds" in metrics:
+        return metrics["train_seconds"]
+    timing = out_dir / "timing.json"
+    return json.loads(timing.read_text()).get("train_seconds", float("nan")) if timing.exists() else float("nan")
+
+
 def row_from_run(name: str, out_dir: Path) -> dict:
     from letter_fast.data import load_dataset
 
@@ -123,7 +131,7 @@ def row_from_run(name: str, out_dir: Path) -> dict:
     return {"data_set": m["data_set"], "run": out_dir.name, "loss": cfg.get("loss", "bce"), "users": ds.num_users, "items": ds.num_items,
             **{k: round(v, 4) for k, v in m["test"].items()},
             "valid_ndcg@10": round(m["valid"]["ndcg@10"], 4), "best_epoch": m["best_epoch"],
-            "epochs_run": m["epochs_run"], "train_s": round(m["train_seconds"]),
+            "epochs_run": m["epochs_run"], "train_s": round(train_seconds(m, out_dir)),
             "time_budget_min": cfg["time_budget_min"], "dim": cfg["dim"], "lr": cfg["lr"],
             "batch_size": cfg["batch_size"], "dropout": cfg["dropout"],
             "attn_dropout": cfg.get("attn_dropout", cfg["dropout"]), "device": cfg["device"],

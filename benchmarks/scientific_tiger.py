@@ -99,7 +99,8 @@ def main(argv=None) -> int:
             result = json.loads((out / "metrics.json").read_text())
             rows.append({"setting": setting, "seed": seed, "tau": tau,
                          **{m: result["metrics"][m] for m in METRICS},
-                         "train_samples_per_s": result["details"]["train_samples_per_s"],
+                         "train_samples_per_s": result["details"].get("train_samples_per_s") or json.loads(
+                             (out / "timing.json").read_text())["train_samples_per_s"],
                          "best_valid_ndcg@10": result["details"]["best_valid_ndcg@10"],
                          "stopped": result["details"]["stopped"], "command": "letter-fast " + shlex.join(argv_t)})
     write_results(args, rows, indexes)

@@ -16,13 +16,16 @@ next item ``o_t`` and one uniformly sampled negative ``n_t != o_t`` per position
 keeps sampling vectorized and differs for a negligible share of draws). Adam, early stopping on the
 validation NDCG@10 (full ranking over all items), best weights kept.
 
+Runs. Seeding, checkpoints and exact resume come from ``letter_fast.training``: on CPU, without a time budget,
+the same command gives the same bytes, also after ``kill -9`` and a restart. On CUDA, the attention kernels and
+cuBLAS reductions are not bitwise deterministic, so GPU runs repeat only up to rounding noise.
+
 Output. ``e_1..e_V``, the item table without the padding row, as a float32 ``[V, d]`` tensor: the CF
 embeddings the LETTER tokenizer aligns its quantized embeddings with (d = 32 in the paper).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -35,8 +38,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from letter_fast.data.splits import PAD, SequenceSamples, leave_one_out, training_windows
-from letter_fast.io import PathLike, atomic_write, save_tensor
+from letter_fast.io import PathLike, atomic_write, save_tensor, save_torch
 from letter_fast.metrics import format_metrics, ranks_from_scores, topk_metrics
+from letter_fast.training import (
+    BestTracker,
+    LoopState,
+    Timing,
+    check_same_settings,
+    load_checkpoint,
+    prepare_out_dir,
+    progress_bar,
+    resolve_device,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    state_dict_cpu,
+)
 
 
 @dataclass
@@ -61,7 +79,9 @@ class SASRecConfig:
     eval_every: int = field(default=1, metadata={"help": "evaluate on the validation split every N epochs"})
     checkpoint_every: int = field(default=1, metadata={"help": "write the resumable checkpoint every N epochs"})
     time_budget_min: float = field(default=0.0, metadata={"help": "stop training after this many minutes of this "
-                                                                  "run (0 = no limit); the best weights are kept"})
+                                                                  "run (0 = no limit); the best weights are kept. "
+                                                                  "A time budget breaks exact repetition: prefer "
+                                                                  "epochs / patience"})
     eval_batch_size: int = field(default=2048, metadata={"help": "users per full-ranking evaluation batch"})
     seed: int = field(default=0, metadata={"help": "random seed (init, shuffling, negatives, dropout)"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
@@ -217,24 +237,7 @@ class SASRecResult:
     log: list = field(default_factory=list)
 
 
-def _checkpoint_state(model, optimizer, epoch, best_state, best_score, best_epoch, bad_evals, log, cfg, gen,
-                      train_seconds):
-    return {
-        "format": "letter_fast.sasrec.checkpoint/1",
-        "config": asdict(cfg),
-        "num_items": model.num_items,
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "best_state": best_state,
-        "best_score": best_score,
-        "best_epoch": best_epoch,
-        "bad_evals": bad_evals,
-        "log": log,
-        "torch_rng": torch.get_rng_state(),
-        "generator": gen.get_state(),
-        "train_seconds": train_seconds,
-    }
+CHECKPOINT_KIND, CHECKPOINT_VERSION = "sasrec.checkpoint", 2
 
 
 def train_sasrec(
@@ -250,60 +253,64 @@ def train_sasrec(
     """Train SASRec on the leave-one-out training part of ``histories``; evaluate on validation and test.
 
     ``checkpoint``: path of a resumable checkpoint written every ``checkpoint_every`` epochs (atomically);
-    with ``resume`` an existing one whose model settings and item count match is continued.
+    with ``resume`` an existing one whose model settings and item count match is continued. Seeding, checkpoint
+    format and exact resume come from :mod:`letter_fast.training`: without a time budget the same call gives the
+    same bytes, also after a ``kill -9`` and a restart. Seconds go to ``timing.json`` beside the checkpoint.
     """
-    from tqdm.auto import tqdm
-
     cfg = (config or SASRecConfig()).check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     split = leave_one_out(histories, num_items, max_history=cfg.max_len)
     inputs, targets = training_windows(histories, cfg.max_len)
     if len(split.valid) == 0 or inputs.shape[0] == 0:
         raise ValueError("SASRec needs users with at least 4 interactions (training targets and a validation item)")
 
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    seed_everything(cfg.seed)             # the model's initial weights and the dropout stream
+    gen = torch.Generator().manual_seed(cfg.seed)   # batch order and sampled negatives
+    generators = {"batches": gen}
     model = SASRec(num_items, dim=cfg.dim, num_blocks=cfg.num_blocks, num_heads=cfg.num_heads,
                    dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, max_len=cfg.max_len).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-    start_epoch, best_score, best_epoch, bad_evals, best_state, log, prior_seconds = 0, -1.0, 0, 0, None, [], 0.0
+    loop, best, best_state, log = LoopState(), BestTracker(mode="max", patience=cfg.patience), None, []
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        try:
-            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"could not read checkpoint {ckpt_path} ({exc}); delete it or pass --no-resume") from exc
-        if not isinstance(state, dict) or state.get("format") != "letter_fast.sasrec.checkpoint/1":
-            raise ValueError(f"{ckpt_path} is not a letter_fast SASRec checkpoint; delete it or pass --no-resume")
-        saved = state.get("config", {})
-        mismatch = [k for k in _MODEL_KEYS if saved.get(k) != getattr(cfg, k)]
-        if state.get("num_items") != num_items or mismatch:
-            raise ValueError(f"checkpoint {ckpt_path} was made with other settings ({', '.join(mismatch) or 'num_items'}"
-                             "); pass --no-resume or another --out-dir")
+    if ckpt_path is not None:
+        prepare_out_dir(ckpt_path.parent)
+    resuming = bool(ckpt_path is not None and resume and ckpt_path.exists())
+    timing = Timing(ckpt_path.parent / "timing.json" if ckpt_path is not None else None, resume=resuming)
+    prior_seconds = timing.get("train_seconds")
+    if resuming:
+        state = load_checkpoint(ckpt_path, CHECKPOINT_KIND, CHECKPOINT_VERSION, what="SASRec checkpoint")
+        saved = {"num_items": state["num_items"], **{k: state["config"][k] for k in _MODEL_KEYS}}
+        check_same_settings(ckpt_path, saved, {"num_items": num_items, **{k: getattr(cfg, k) for k in _MODEL_KEYS}})
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, best_score, best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
-        bad_evals, best_state, log = state["bad_evals"], state["best_state"], state["log"]
-        prior_seconds = state.get("train_seconds", 0.0)
-        torch.set_rng_state(state["torch_rng"])
-        gen.set_state(state["generator"])
-        log_fn(f"resumed from {ckpt_path} after epoch {start_epoch} (best valid NDCG@10 {best_score:.4f} "
-               f"at epoch {best_epoch})")
+        loop.load_state_dict(state["loop"])
+        best.load_state_dict(state["best"])
+        best_state, log = state["best_state"], list(state["log"])
+        set_rng_state(state["rng"], generators)
+        log_fn(f"resumed from {ckpt_path} after epoch {loop.epoch} (best valid NDCG@10 "
+               f"{best.best if best.best is not None else float('nan'):.4f} at epoch {best.best_step})")
+
+    def save() -> None:
+        save_checkpoint(ckpt_path, CHECKPOINT_KIND, CHECKPOINT_VERSION, {
+            "config": asdict(cfg), "num_items": model.num_items, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "loop": loop.state_dict(), "best": best.state_dict(),
+            "best_state": best_state, "log": log, "rng": rng_state(generators)})
+        timing.set("train_seconds", prior_seconds + time.perf_counter() - t_start)
+        timing.write()
 
     inputs, targets = inputs.to(device), targets.to(device)
     loss_fn = model.ce_loss if cfg.loss == "ce" else model.bce_loss
     steps_per_epoch = (inputs.shape[0] + cfg.batch_size - 1) // cfg.batch_size
     t_start = time.perf_counter()
-    epoch = start_epoch
     stopped = "max epochs"
-    if bad_evals >= cfg.patience:
+    if best.should_stop:
         stopped = "early stop (already reached in the checkpoint)"
     else:
-        with tqdm(total=cfg.epochs, initial=start_epoch, desc="sasrec", unit="epoch", disable=not progress) as bar:
-            while epoch < cfg.epochs:
+        with progress_bar(total=cfg.epochs, initial=loop.epoch, desc="sasrec", unit="epoch", enabled=progress) as bar:
+            while loop.epoch < cfg.epochs:
                 model.train()
                 order = torch.randperm(inputs.shape[0], generator=gen).to(device)
                 total = 0.0
@@ -314,28 +321,25 @@ def train_sasrec(
                     loss.backward()
                     optimizer.step()
                     total += loss.detach().item()
-                epoch += 1
+                    loop.after_step(s)
+                loop.end_epoch()
+                epoch = loop.epoch
                 entry = {"epoch": epoch, "loss": total / steps_per_epoch}
                 if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                     metrics = evaluate_ranking(model, split.valid, batch_size=cfg.eval_batch_size)
                     entry.update({f"valid_{k}": v for k, v in metrics.items()})
-                    if metrics["ndcg@10"] > best_score:
-                        best_score, best_epoch, bad_evals = metrics["ndcg@10"], epoch, 0
-                        best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-                    else:
-                        bad_evals += 1
+                    if best.update(metrics["ndcg@10"], epoch):
+                        best_state = state_dict_cpu(model)
                     bar.set_postfix(loss=f"{entry['loss']:.4f}", ndcg10=f"{metrics['ndcg@10']:.4f}",
-                                    best=f"{best_score:.4f}@{best_epoch}")
+                                    best=f"{best.best:.4f}@{best.best_step}")
                 log.append(entry)
                 bar.update(1)
                 elapsed = time.perf_counter() - t_start
-                done = bad_evals >= cfg.patience
+                done = best.should_stop
                 out_of_time = cfg.time_budget_min > 0 and elapsed > cfg.time_budget_min * 60
                 if ckpt_path is not None and (epoch % cfg.checkpoint_every == 0 or done or out_of_time
                                               or epoch == cfg.epochs):
-                    state = _checkpoint_state(model, optimizer, epoch, best_state, best_score, best_epoch, bad_evals,
-                                              log, cfg, gen, prior_seconds + elapsed)
-                    atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+                    save()
                 if done:
                     stopped = f"early stop: no better validation NDCG@10 in {cfg.patience} evaluations"
                     break
@@ -348,27 +352,30 @@ def train_sasrec(
     model.eval()
     valid_metrics = evaluate_ranking(model, split.valid, batch_size=cfg.eval_batch_size)
     test_metrics = evaluate_ranking(model, split.test, batch_size=cfg.eval_batch_size)
-    log_fn(f"{stopped} after epoch {epoch}; best epoch {best_epoch}")
+    log_fn(f"{stopped} after epoch {loop.epoch}; best epoch {max(best.best_step, 0)}")
     log_fn(f"valid: {format_metrics(valid_metrics)}")
     log_fn(f"test:  {format_metrics(test_metrics)}")
     return SASRecResult(model=model, embeddings=model.item_embeddings().detach().cpu().float().contiguous(),
-                        valid_metrics=valid_metrics, test_metrics=test_metrics, best_epoch=best_epoch,
-                        epochs_run=epoch, train_seconds=train_seconds, log=log)
+                        valid_metrics=valid_metrics, test_metrics=test_metrics, best_epoch=max(best.best_step, 0),
+                        epochs_run=loop.epoch, train_seconds=train_seconds, log=log)
 
 
 def save_result(result: SASRecResult, out_dir: PathLike, name: str, config: SASRecConfig) -> dict[str, Path]:
-    """Write ``<Name>.sasrec-emb{d}.pt`` ([V, d] float32), ``metrics.json`` and the model weights, atomically."""
+    """Write ``<Name>.sasrec-emb{d}.pt`` ([V, d] float32), ``metrics.json`` and the model weights, atomically;
+    the training seconds go to ``timing.json`` (so that ``metrics.json`` repeats byte for byte)."""
     out_dir = Path(out_dir)
     emb_path = out_dir / f"{name}.sasrec-emb{result.embeddings.shape[1]}.pt"
     save_tensor(result.embeddings, emb_path)
     model_path = out_dir / "sasrec.model.pt"
-    atomic_write(model_path, lambda tmp: torch.save(result.model.state_dict(), tmp))
+    save_torch(result.model.state_dict(), model_path)
     summary = {"data_set": name, "num_items": result.model.num_items, "config": asdict(config),
-               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-               "train_seconds": round(result.train_seconds, 1), "valid": result.valid_metrics,
+               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "valid": result.valid_metrics,
                "test": result.test_metrics, "log": result.log}
     metrics_path = out_dir / "metrics.json"
     atomic_write(metrics_path, lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    timing = Timing(out_dir / "timing.json")
+    timing.set("train_seconds", result.train_seconds)
+    timing.write()
     return {"embeddings": emb_path, "model": model_path, "metrics": metrics_path}
 
 

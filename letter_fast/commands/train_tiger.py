@@ -77,6 +77,8 @@ def run(args) -> int:
         result = {"metrics": {k: v for k, v in metrics.items() if "@" in k and not k.startswith("best")},
                   "users": metrics["test_users"], "num_beams": config.num_beams, "details": metrics}
         table = write_results(result, out / "metrics.json", out / "metrics.md", name=f"TIGER on {dataset.name}")
-        print(f"stopped: {metrics['stopped']}; training {metrics['train_samples_per_s']:.0f} samples/s")
+        speed = json.loads((out / "timing.json").read_text()).get("train_samples_per_s", float("nan")) \
+            if (out / "timing.json").exists() else float("nan")
+        print(f"stopped: {metrics['stopped']}; training {speed:.0f} samples/s")
         print(table, end="")
     return 0

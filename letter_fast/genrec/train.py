@@ -9,10 +9,13 @@ loss with temperature ``tau``.
   windows of ``bucket_window`` batches, sorted by length inside each window and chunked, and the batches shuffled
   again: each batch is padded only to its own longest row (a batch's rows have similar lengths) while the order
   stays random.
-* **Checkpoints** (``out_dir/checkpoint.pt``, written atomically) hold model, optimizer, scheduler, RNG states, the
-  position inside the epoch, the best score and the learning curve; a run restarted with the same ``out_dir``
-  continues where it stopped and ends in the same state as an uninterrupted run. ``out_dir/best.pt`` holds the best
-  model, ``out_dir/history.json`` the learning curve.
+* **Checkpoints** (``out_dir/checkpoint.pt``, :mod:`letter_fast.training` format ``letter_fast.tiger.checkpoint``)
+  hold model, optimizer, scheduler, every rank's RNG states, the position inside the epoch, the best score and the
+  learning curve; a run restarted with the same ``out_dir`` (also after ``kill -9``) continues where it stopped and,
+  on CPU without a time budget, ends with the same bytes as an uninterrupted run. ``out_dir/best.pt`` holds the
+  best model, ``out_dir/history.json`` the learning curve, ``out_dir/timing.json`` the seconds and samples/s (the
+  only file that differs between two identical runs). On CUDA, bf16 autocast and cuBLAS/atomic reductions are not
+  bitwise deterministic: a GPU run repeats only up to that rounding noise.
 * **Mixed precision**: bfloat16 autocast on CUDA (``bf16``), float32 on CPU.
 * **Multi-process**: under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel (gloo on
   CPU, NCCL on CUDA); every rank draws the same batch list and takes every ``world_size``-th batch; validation
@@ -24,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,28 @@ from letter_fast.genrec.tiger import (
     tiger_loss,
 )
 from letter_fast.config import config_from_mapping
-from letter_fast.io import atomic_path, atomic_write
+from letter_fast.io import atomic_write
+from letter_fast.training import (  # noqa: F401  (resolve_device, Distributed: re-exported for callers)
+    BestTracker,
+    CheckpointError,
+    Distributed,
+    LoopState,
+    Timing,
+    check_same_settings,
+    load_checkpoint,
+    prepare_out_dir,
+    progress_bar,
+    resolve_device,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    state_dict_cpu,
+)
+
+CHECKPOINT_KIND, MODEL_KIND, VERSION = "tiger.checkpoint", "tiger.model", 1
+# settings that only change how the run is watched may differ on resume; anything else would be no continuation
+_FREE_SETTINGS = ("progress", "device", "eval_batch_size", "time_budget_s", "patience")
 
 
 def _setting(default, help: str):
@@ -72,7 +95,8 @@ class TigerTrainConfig:
     grad_clip: float = _setting(1.0, "maximum gradient norm (0 = no clipping)")
     bucket_window: int = _setting(50, "batches per length-sorting window of the bucketed sampler")
     max_steps: int = _setting(0, "stop after this many optimizer steps; also the schedule length (0 = no limit)")
-    time_budget_s: float = _setting(0.0, "stop training after this many seconds of training (0 = no limit)")
+    time_budget_s: float = _setting(0.0, "stop training after this many seconds of training (0 = no limit); a time "
+                                         "budget breaks exact repetition: prefer max_steps / epochs")
     # data
     max_history: int = _setting(20, "history items kept per sample (the most recent)")
     # validation / early stopping
@@ -106,15 +130,6 @@ class TigerTrainConfig:
 # --------------------------------------------------------------------------------------------------- helpers
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but no CUDA GPU is available here; use --device cpu")
-    return device
-
-
 def bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
                      window: int = 50) -> list[torch.Tensor]:
     """Random batches of similar-length samples (see the module docstring); every sample exactly once."""
@@ -141,42 +156,6 @@ def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-class _Dist:
-    """The torchrun context (a single process when WORLD_SIZE is unset or 1)."""
-
-    def __init__(self, device_name: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.enabled = self.world > 1
-        device = resolve_device(device_name)
-        if self.enabled:
-            import torch.distributed as dist
-
-            if device.type == "cuda":
-                device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-                torch.cuda.set_device(device)
-            if not dist.is_initialized():
-                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        self.device = device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t
-
-    def barrier(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
 @dataclass
 class TigerRun:
     """What :func:`train_tiger` returns: the best model (eval mode), its vocabulary, and the learning curve."""
@@ -195,12 +174,13 @@ def load_tiger(path, device="cpu"):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"TIGER checkpoint not found: {path}")
+    state = load_checkpoint(path, (MODEL_KIND, CHECKPOINT_KIND), VERSION, what="TIGER checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
         vocab = CodeVocabulary(**state["vocab"])
         config = config_from_mapping(TigerTrainConfig, state["config"], f"{path} settings")
-    except (KeyError, TypeError, RuntimeError, EOFError) as exc:
-        raise ValueError(f"{path} is not a letter_fast TIGER checkpoint ({type(exc).__name__}: {exc})") from exc
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} is not a complete letter_fast TIGER checkpoint ({type(exc).__name__}: {exc})"
+                              ) from exc
     model = build_tiger(vocab, config.model_config())
     model.load_state_dict(state["model"])
     return model.to(device).eval(), vocab, config
@@ -222,7 +202,7 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
     config = config or TigerTrainConfig()
     config.validate()
     check_item_codes(codes)
-    dist = _Dist(config.device)
+    dist = Distributed(config.device)
     device = dist.device
     vocab = CodeVocabulary.for_codes(codes)
     index = index if index is not None else build_index(codes, vocab.num_codes, device=device)
@@ -240,7 +220,9 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
     valid_seq = valid_seq.subset(torch.arange(dist.rank, len(valid_seq), dist.world))
     train_seq = train_seq.to(device)
 
-    torch.manual_seed(config.seed * 1_000 + dist.rank)     # dropout stream (restored from the checkpoint on resume)
+    # dropout stream: seed * 1000 (+ the rank offset) as before the shared skeleton, so earlier results hold;
+    # restored from the checkpoint on resume. The initial weights come from build_tiger's own seeded fork.
+    seed_everything(config.seed * 1_000, rank=dist.rank)
     model = build_tiger(vocab, config.model_config(), seed=config.seed).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]   # layer-norm gains
@@ -251,50 +233,55 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     scheduler = cosine_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
 
-    out_dir = Path(out_dir) if out_dir is not None else None
+    out_dir = prepare_out_dir(out_dir, main=dist.main)
     ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
-    state = dict(epoch=0, batch_in_epoch=0, step=0, best=-1.0, best_step=-1, best_metrics={}, bad_evals=0,
-                 history=[], train_time=0.0, samples=0, stopped="")
+    resuming = bool(resume and ckpt_path is not None and ckpt_path.exists())
+    # timings continue only with the checkpoint they belong to (a fresh start also starts the time budget afresh)
+    timing = Timing(out_dir / "timing.json" if out_dir is not None and dist.main else None, resume=resuming)
+    loop = LoopState()
+    best = BestTracker(mode="max", patience=config.patience)
+    history: list = []
     best_state = None
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        # settings that only change how the run is watched may differ; anything else would not be a continuation
-        free = {"progress", "device", "eval_batch_size", "time_budget_s", "patience"}
-        saved = ckpt.get("config", {})
-        changed = sorted(k for k, v in dataclasses.asdict(config).items() if k not in free and saved.get(k) != v)
-        if changed:
-            raise ValueError(f"{ckpt_path} was written with other settings ({', '.join(changed)}); "
-                             "use another output folder or start afresh (--no-resume)")
+    if resuming:
+        ckpt = load_checkpoint(ckpt_path, CHECKPOINT_KIND, VERSION)
+        check_same_settings(ckpt_path, ckpt["config"], dataclasses.asdict(config), _FREE_SETTINGS)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        state.update(ckpt["state"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
+        loop.load_state_dict(ckpt["loop"])
+        best.load_state_dict(ckpt["best"])
+        best.patience = config.patience                     # a free setting: the current one applies
+        history = list(ckpt["history"])
+        set_rng_state(ckpt["rng"][dist.rank] if dist.rank < len(ckpt["rng"]) else ckpt["rng"][0])
         if (out_dir / "best.pt").exists():
-            best_state = torch.load(out_dir / "best.pt", map_location="cpu", weights_only=False)["model"]
+            best_state = load_checkpoint(out_dir / "best.pt", MODEL_KIND, VERSION)["model"]
         if dist.main:
-            log(f"resumed from {ckpt_path} at epoch {state['epoch']} step {state['step']}")
-    ddp_model = model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
+            log(f"resumed from {ckpt_path} at epoch {loop.epoch} step {loop.step}")
+    ddp_model = dist.wrap(model)
 
-        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    def gather_rng() -> list:
+        """Every rank's random streams (rank 0 writes them all, so each rank resumes its own dropout)."""
+        mine = rng_state()
+        if not dist.enabled:
+            return [mine]
+        import torch.distributed as tdist
+
+        every = [None] * dist.world
+        tdist.all_gather_object(every, mine)
+        return every
 
     def save_files(with_best: bool) -> None:
+        rngs = gather_rng() if out_dir else None
         if not (dist.main and out_dir):
             return
         payload = dict(model=model.state_dict(), vocab=dataclasses.asdict(vocab), config=dataclasses.asdict(config))
         if with_best:
-            with atomic_path(out_dir / "best.pt") as tmp:
-                torch.save(payload, tmp)
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(dict(payload, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                            state=state, rng_cpu=torch.get_rng_state(),
-                            rng_cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None), tmp)
-        atomic_write(out_dir / "history.json",
-                     lambda tmp: tmp.write_text(json.dumps(state["history"], indent=1)))
+            save_checkpoint(out_dir / "best.pt", MODEL_KIND, VERSION, payload)
+        save_checkpoint(ckpt_path, CHECKPOINT_KIND, VERSION, dict(
+            payload, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), loop=loop.state_dict(),
+            best=best.state_dict(), history=history, rng=rngs))
+        atomic_write(out_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
+        timing.write()
 
     def validate(epoch_float: float, train_loss: float) -> bool:
         """Evaluate, record, checkpoint; True when early stopping says stop."""
@@ -309,38 +296,31 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
         train_loss = float(totals[1]) / dist.world       # mean over ranks
         totals = torch.cat([totals[:1], totals[2:]])
         metrics = {k: float(totals[i + 1] / max(totals[0].item(), 1)) for i, k in enumerate(keys)}
-        score = metrics["ndcg@10"]
-        improved = score > state["best"]
+        improved = best.update(metrics["ndcg@10"], loop.step, metrics=metrics)
         if improved:
-            state.update(best=score, best_step=state["step"], best_metrics=metrics, bad_evals=0)
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        else:
-            state["bad_evals"] += 1
-        state["history"].append(dict(epoch=round(epoch_float, 4), step=state["step"], train_loss=train_loss,
-                                     lr=scheduler.get_last_lr()[0], train_time_s=round(state["train_time"], 2),
-                                     eval_time_s=round(time.perf_counter() - t0, 2), valid_users=int(totals[0]),
-                                     **{f"valid_{k}": v for k, v in metrics.items()}))
+            best_state = state_dict_cpu(model)
+        history.append(dict(epoch=round(epoch_float, 4), step=loop.step, train_loss=train_loss,
+                            lr=scheduler.get_last_lr()[0], valid_users=int(totals[0]),
+                            **{f"valid_{k}": v for k, v in metrics.items()}))
+        timing.add("eval_seconds", time.perf_counter() - t0)
         if dist.main:
-            log(f"epoch {epoch_float:.2f} step {state['step']}: loss {train_loss:.4f}  valid "
+            log(f"epoch {epoch_float:.2f} step {loop.step}: loss {train_loss:.4f}  valid "
                 + "  ".join(f"{k} {metrics[k]:.4f}" for k in ("recall@10", "ndcg@10"))
-                + ("  (best)" if improved else f"  (no gain {state['bad_evals']}/{config.patience})"))
+                + ("  (best)" if improved else f"  (no gain {best.bad_evals}/{config.patience})"))
         save_files(with_best=improved)
-        return state["bad_evals"] >= config.patience
+        return best.should_stop
 
     model.train()
-    stop = bool(state["stopped"])
-    while not stop and state["epoch"] < config.epochs:
-        epoch = state["epoch"]
-        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    stop = bool(loop.stopped)
+    while not stop and loop.epoch < config.epochs:
+        epoch = loop.epoch
+        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)   # the same batch list on every rank
         batches = bucketed_batches(train_seq.lengths.cpu(), config.batch_size, gen, config.bucket_window)
         if dist.enabled:   # equal step counts on every rank
             batches = batches[: len(batches) - len(batches) % dist.world][dist.rank::dist.world]
-        bar = None
-        todo = range(state["batch_in_epoch"], len(batches))
-        if config.progress and dist.main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(todo, desc=f"epoch {epoch}", unit="batch", leave=False)
+        todo = range(loop.batch_in_epoch, len(batches))
+        bar = progress_bar(todo, enabled=config.progress and dist.main, desc=f"epoch {epoch}", unit="batch",
+                           leave=False)
         loss_sum, loss_n = 0.0, 0
         for b in todo:
             t0 = time.perf_counter()
@@ -356,49 +336,53 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
             loss_sum, loss_n = loss_sum + loss.detach().float(), loss_n + 1   # no device sync per step
             if device.type == "cuda" and (b + 1) % 50 == 0:
                 torch.cuda.synchronize()     # keep the step timer honest without syncing every step
-            state["train_time"] += time.perf_counter() - t0
-            state["samples"] += ids.shape[0] * dist.world
-            state["step"] += 1
-            state["batch_in_epoch"] = b + 1
-            if bar is not None:
-                bar.update(1)
-                if state["step"] % 20 == 0:
-                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            out_of_budget = ((config.max_steps and state["step"] >= config.max_steps)
-                             or (config.time_budget_s and state["train_time"] >= config.time_budget_s))
-            if out_of_budget or (config.eval_every_steps and state["step"] % config.eval_every_steps == 0
+            timing.add("train_seconds", time.perf_counter() - t0)
+            timing.add("train_samples", ids.shape[0] * dist.world)
+            loop.after_step(b)
+            bar.update(1)
+            if loop.step % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            out_of_steps = bool(config.max_steps and loop.step >= config.max_steps)
+            out_of_time = bool(config.time_budget_s and timing.get("train_seconds") >= config.time_budget_s)
+            if dist.enabled and config.time_budget_s:    # every rank must stop at the same step
+                out_of_time = bool(dist.all_reduce_sum(torch.tensor([float(out_of_time)]))[0] > 0)
+            out_of_budget = out_of_steps or out_of_time
+            if out_of_budget or (config.eval_every_steps and loop.step % config.eval_every_steps == 0
                                  and b + 1 < len(batches)):
                 model.eval()
+                if out_of_budget:   # recorded before the validation writes the checkpoint
+                    loop.stopped = "step budget" if out_of_steps else "time budget"
                 stop = validate(epoch + (b + 1) / len(batches), float(loss_sum) / loss_n)
                 model.train()
                 loss_sum, loss_n = 0.0, 0
                 if out_of_budget:
-                    state["stopped"] = "step budget" if config.max_steps and state["step"] >= config.max_steps \
-                        else "time budget"
                     stop = True
                 if stop:
                     break
-        if bar is not None:
-            bar.close()
+        bar.close()
         if stop:
             break
-        state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        loop.end_epoch()
         if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
             model.eval()
             stop = validate(float(epoch + 1), float(loss_sum) / max(loss_n, 1))
             model.train()
         else:
             save_files(with_best=False)
-    if not state["stopped"]:
-        state["stopped"] = "early stopping" if stop else "epochs done"
+    if not loop.stopped:
+        loop.stopped = "early stopping" if stop else "epochs done"
     save_files(with_best=False)
     dist.barrier()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    rate = state["samples"] / state["train_time"] if state["train_time"] else float("nan")
-    return TigerRun(model=model, vocab=vocab, history=state["history"], best_metrics=state["best_metrics"],
-                    best_step=state["best_step"], stopped=state["stopped"], train_samples_per_s=rate)
+    seconds = timing.get("train_seconds")
+    rate = timing.get("train_samples") / seconds if seconds else float("nan")
+    if dist.main and out_dir is not None:
+        timing.set("train_samples_per_s", rate)
+        timing.write()
+    return TigerRun(model=model, vocab=vocab, history=history, best_metrics=dict(best.best_info.get("metrics", {})),
+                    best_step=best.best_step, stopped=loop.stopped, train_samples_per_s=rate)
 
 
 def train_and_evaluate_tiger(dataset, codes: torch.Tensor, config: Optional[TigerTrainConfig] = None,
@@ -407,7 +391,8 @@ def train_and_evaluate_tiger(dataset, codes: torch.Tensor, config: Optional[Tige
 
     ``dataset``: a ``letter_fast.data.Dataset``; ``codes [V, L]``: the item identifiers. Returns the test metrics
     (``recall@5``, ``ndcg@5``, ``recall@10``, ``ndcg@10``, item-level ``item_*`` variants when identifiers collide)
-    plus ``best_valid_ndcg@10``, ``train_samples_per_s``, ``stopped``.
+    plus ``best_valid_ndcg@10``, ``stopped``, ``test_users``: values that repeat exactly (the training speed is in
+    ``out_dir/timing.json``, ``train_samples_per_s``).
     """
     from letter_fast.data import split_dataset
     from letter_fast.genrec.evaluate import evaluate_tiger
@@ -422,6 +407,6 @@ def train_and_evaluate_tiger(dataset, codes: torch.Tensor, config: Optional[Tige
                             max_history=config.max_history, progress=config.progress)
     metrics = dict(result["metrics"])
     metrics.update({"best_valid_ndcg@10": run.best_metrics.get("ndcg@10", float("nan")),
-                    "train_samples_per_s": run.train_samples_per_s, "stopped": run.stopped,
+                    "stopped": run.stopped,
                     "test_users": result["users"]})
     return metrics

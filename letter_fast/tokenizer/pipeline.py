@@ -8,7 +8,8 @@ by nearest codes, re-assigns colliding last-level codes (collisions.py), and wri
 * ``tokenizer_report.json``: the diagnostics of :mod:`letter_fast.tokenizer.diagnostics`;
 * ``first_level_codes.png``: the first-level code load.
 
-All writes are atomic (temporary file + rename).
+All writes are atomic (temporary file + rename). The model is built under ``letter_fast.training.seeded(seed)``:
+the same command with the same seed writes the same bytes (seconds go to ``timing.json`` only).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from letter_fast.tokenizer.collisions import resolve_collisions
 from letter_fast.tokenizer.diagnostics import inspect_codes, plot_first_level
 from letter_fast.tokenizer.model import LetterTokenizer
 from letter_fast.tokenizer.train import TokenizerTrainConfig, load_tokenizer, train_tokenizer
+from letter_fast.training import seeded
 
 
 @torch.no_grad()
@@ -47,9 +49,11 @@ def tokenize_items(
     train_config: TokenizerTrainConfig,
     resume: bool = True,
 ) -> dict:
-    """Train, encode, de-collide and write identifiers; returns the diagnostics report."""
+    """Train, encode, de-collide and write identifiers; returns the diagnostics report (plus
+    ``seconds_per_epoch``, which ``tokenizer_report.json`` leaves out so that it repeats exactly)."""
     out_dir = Path(out_dir)
-    model = LetterTokenizer(input_dim=embeddings.shape[1], **model_settings)
+    with seeded(train_config.seed):   # the MLP's initial weights depend on the seed alone
+        model = LetterTokenizer(input_dim=embeddings.shape[1], **model_settings)
     summary = train_tokenizer(model, embeddings, cf, train_config, out_dir, resume=resume)
     best = out_dir / "best.pt"
     if best.exists():
@@ -58,8 +62,7 @@ def tokenize_items(
     write_index_json(out_dir / f"{name}.index.json", codes)
     save_tensor(codes, out_dir / f"{name}.codes.pt")
     report = inspect_codes(codes, model.codebook_size, cf=cf, codes_before=before)
-    report.update(best_epoch=summary["best"]["epoch"], seconds_per_epoch=summary["seconds_per_epoch"],
-                  settings=model.settings(), train_config=summary["config"])
+    report.update(best_epoch=summary["best"]["epoch"], settings=model.settings(), train_config=summary["config"])
     atomic_write(out_dir / "tokenizer_report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
     plot_first_level(codes, model.codebook_size, out_dir / "first_level_codes.png")
-    return report
+    return {**report, "seconds_per_epoch": summary["seconds_per_epoch"]}

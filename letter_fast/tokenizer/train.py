@@ -1,22 +1,45 @@
 """Training loop of the LETTER tokenizer: AdamW, shuffled batches, resumable checkpoints, and
 model selection by collision rate (then loss), as the reference does.
+
+Built on :mod:`letter_fast.training`: the global streams are seeded from ``seed`` and the batch order and
+diversity positives come from one generator, all of which the checkpoint carries, so a resumed run (also after
+``kill -9``) ends with the same bytes as an uninterrupted one. Files in ``out_dir``: ``tokenizer.ckpt``
+(resumable), ``best.pt`` (the selected model), ``training.json`` (the learning curve and the selection) and
+``timing.json`` (seconds per epoch: the only file that differs between two identical runs).
+Exact on CPU; on CUDA, bf16 autocast (``mlp_precision="bf16"``) and the GPU reductions (cuBLAS, atomics in
+scatter/index backward) are not bitwise deterministic, so a GPU run repeats only up to rounding noise.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from letter_fast.io import atomic_write
 from letter_fast.tokenizer.collisions import collision_rate
 from letter_fast.tokenizer.model import LetterTokenizer
+from letter_fast.training import (
+    BestTracker,
+    LoopState,
+    Timing,
+    check_same_settings,
+    load_checkpoint,
+    prepare_out_dir,
+    progress_bar,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+
+CHECKPOINT_KIND, MODEL_KIND, VERSION = "tokenizer.checkpoint", "tokenizer.model", 1
+# settings that may change when a run is continued: they do not change what an epoch computes
+_FREE_SETTINGS = ("epochs", "checkpoint_every", "device", "progress")
 
 
 @dataclasses.dataclass
@@ -36,20 +59,13 @@ def _checkpoint_path(out_dir: Path) -> Path:
     return out_dir / "tokenizer.ckpt"
 
 
-def save_checkpoint(path: Path, model, optimizer, epoch: int, best: dict, history: list, rng: torch.Tensor) -> None:
-    state = {"model": model.state_dict(), "settings": model.settings(), "optimizer": optimizer.state_dict(),
-             "epoch": epoch, "best": best, "history": history, "rng": rng}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
 def load_tokenizer(path, device: str = "cpu") -> LetterTokenizer:
-    """A trained tokenizer from a checkpoint or a ``best.pt`` written by :func:`train_tokenizer`."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"tokenizer checkpoint not found: {path}")
-    state = torch.load(path, map_location=device, weights_only=False)
+    """A trained tokenizer from a ``tokenizer.ckpt`` or a ``best.pt`` written by :func:`train_tokenizer`."""
+    state = load_checkpoint(path, (MODEL_KIND, CHECKPOINT_KIND), VERSION, map_location="cpu",
+                            what="tokenizer checkpoint")
     settings = dict(state["settings"])
     settings["diversity_cluster_sizes"] = tuple(settings["diversity_cluster_sizes"])
+    settings["hidden_dims"] = tuple(settings["hidden_dims"])
     model = LetterTokenizer(**settings)
     model.load_state_dict(state["model"])
     return model.to(device)
@@ -59,12 +75,12 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
                     config: TokenizerTrainConfig, out_dir, resume: bool = True) -> dict:
     """Train ``model`` on item ``embeddings [V, D]`` (and CF embeddings ``cf [V, d]``).
 
-    Writes ``out_dir/tokenizer.ckpt`` (resumable, every ``checkpoint_every`` epochs and at the
-    end) and ``out_dir/best.pt`` (lowest collision rate, ties broken by loss). Returns the
-    training summary (history, best epoch, seconds per epoch).
+    Writes ``out_dir/tokenizer.ckpt`` (resumable, every ``checkpoint_every`` epochs and at the end),
+    ``out_dir/best.pt`` (lowest collision rate, ties broken by loss), ``training.json`` and ``timing.json``.
+    Returns the training summary (history, best epoch, config, seconds per epoch from ``timing.json``).
+    The caller builds ``model``; build it under ``letter_fast.training.seeded(seed)`` for a repeatable start.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_out_dir(out_dir)
     device = torch.device(config.device)
     model.to(device)
     embeddings = embeddings.to(device).float()
@@ -73,22 +89,38 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
         raise ValueError(f"CF embeddings have {cf.shape[0]} rows but there are {embeddings.shape[0]} items")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
-    start_epoch, history = 0, []
-    best = {"collision_rate": math.inf, "loss": math.inf, "epoch": -1}
+    generators = {"batches": generator}
+    loop, history = LoopState(), []
+    best = BestTracker(mode="min")
     ckpt = _checkpoint_path(out_dir)
-    if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+    resuming = bool(resume and ckpt.exists())
+    timing = Timing(out_dir / "timing.json", resume=resuming)   # timings continue only with their checkpoint
+    settings = {"model": model.settings(), "train": dataclasses.asdict(config)}
+    if resuming:
+        state = load_checkpoint(ckpt, CHECKPOINT_KIND, VERSION, map_location=device)
+        check_same_settings(ckpt, {**state["settings"]["train"], "model": state["settings"]["model"]},
+                            {**settings["train"], "model": settings["model"]}, _FREE_SETTINGS)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, best, history = state["epoch"], state["best"], state["history"]
-        generator.set_state(state["rng"])
-    elif not bool(model.initialized):
-        model.init_codebooks(embeddings, seed=config.seed)
+        loop.load_state_dict(state["loop"])
+        best.load_state_dict(state["best"])
+        history = list(state["history"])
+        set_rng_state(state["rng"], generators)
+    else:
+        seed_everything(config.seed)
+        if not bool(model.initialized):
+            model.init_codebooks(embeddings, seed=config.seed)
+
+    def save() -> None:
+        save_checkpoint(ckpt, CHECKPOINT_KIND, VERSION, {
+            "settings": settings, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "loop": loop.state_dict(), "best": best.state_dict(), "history": history,
+            "rng": rng_state(generators)})
+        timing.write()
 
     V = embeddings.shape[0]
-    epoch_seconds = []
-    bar = tqdm(range(start_epoch, config.epochs), desc="tokenizer", disable=not config.progress,
-               initial=start_epoch, total=config.epochs)
+    bar = progress_bar(range(loop.epoch, config.epochs), desc="tokenizer", enabled=config.progress,
+                       initial=loop.epoch, total=config.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
@@ -97,7 +129,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
         perm = torch.randperm(V, generator=generator).to(device)
         totals = {"loss": 0.0, "recon": 0.0, "codebook": 0.0, "cf": 0.0, "diversity": 0.0}
         batches = 0
-        for idx in perm.split(config.batch_size):
+        for b, idx in enumerate(perm.split(config.batch_size)):
             out = model(embeddings[idx], cf[idx] if cf is not None else None, generator=generator)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
@@ -105,23 +137,28 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
             for key in totals:
                 totals[key] += float(out[key].detach())
             batches += 1
+            loop.after_step(b)
+        loop.end_epoch()
         record = {"epoch": epoch + 1, **{k: v / batches for k, v in totals.items()}}
-        epoch_seconds.append(time.perf_counter() - t0)
+        timing.add("train_seconds", time.perf_counter() - t0)
+        timing.add("epochs_timed", 1)
         last = epoch + 1 == config.epochs
         if (epoch + 1) % config.eval_every == 0 or last:
             model.eval()
             codes, _ = model.encode_items(embeddings)
             record["collision_rate"] = collision_rate(codes)
-            key = (record["collision_rate"], record["loss"])
-            if key < (best["collision_rate"], best["loss"]):
-                best = {"collision_rate": record["collision_rate"], "loss": record["loss"], "epoch": epoch + 1}
-                atomic_write(out_dir / "best.pt", lambda tmp: torch.save(
-                    {"model": model.state_dict(), "settings": model.settings(), "epoch": epoch + 1}, tmp))
+            if best.update([record["collision_rate"], record["loss"]], epoch + 1):
+                save_checkpoint(out_dir / "best.pt", MODEL_KIND, VERSION,
+                                {"model": model.state_dict(), "settings": model.settings(), "epoch": epoch + 1})
             bar.set_postfix(loss=f"{record['loss']:.4f}", collisions=f"{record['collision_rate']:.4f}")
         history.append(record)
         if (epoch + 1) % config.checkpoint_every == 0 or last:
-            save_checkpoint(ckpt, model, optimizer, epoch + 1, best, history, generator.get_state())
-    summary = {"best": best, "history": history, "config": dataclasses.asdict(config),
-               "seconds_per_epoch": (sum(epoch_seconds) / len(epoch_seconds)) if epoch_seconds else None}
+            save()
+    bar.close()
+    best_summary = {"collision_rate": best.best[0] if best.best else float("inf"),
+                    "loss": best.best[1] if best.best else float("inf"), "epoch": best.best_step}
+    summary = {"best": best_summary, "history": history, "config": dataclasses.asdict(config)}
     atomic_write(out_dir / "training.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
-    return summary
+    timing.write()
+    n = timing.get("epochs_timed")
+    return {**summary, "seconds_per_epoch": timing.get("train_seconds") / n if n else None}

@@ -12,6 +12,7 @@ from letter_fast.tokenizer.diagnostics import cf_neighbour_code_similarity
 from letter_fast.tokenizer.model import LetterTokenizer
 from letter_fast.tokenizer.pipeline import tokenize_items
 from letter_fast.tokenizer.train import TokenizerTrainConfig, load_tokenizer, train_tokenizer
+from letter_fast.training import CheckpointError, load_checkpoint
 
 SMALL = dict(hidden_dims=(64, 32), latent_dim=8, num_levels=3, codebook_size=32,
              diversity_clusters=4, diversity_cluster_sizes=(4, 16))
@@ -136,12 +137,21 @@ def test_training_resume_and_selection(catalog, tmp_path):
         return [{k: v for k, v in rec.items() if k != "collision_rate"} for rec in history]
 
     assert losses(resumed["history"]) == losses(full["history"])
-    a = torch.load(tmp_path / "a" / "tokenizer.ckpt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "tokenizer.ckpt", weights_only=False)["model"]
+    a = load_checkpoint(tmp_path / "a" / "tokenizer.ckpt", "tokenizer.checkpoint", 1)["model"]
+    b = load_checkpoint(tmp_path / "b" / "tokenizer.ckpt", "tokenizer.checkpoint", 1)["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
     model = load_tokenizer(tmp_path / "a" / "best.pt")
     assert model.settings() == small_model(alpha=0.05, beta=1e-3).settings()
+    # other model settings: no continuation of that checkpoint
+    with pytest.raises(CheckpointError, match="other settings .*model"):
+        train_tokenizer(small_model(alpha=0.5, beta=1e-3), s, cf, cfg, tmp_path / "b")
+    with pytest.raises(CheckpointError, match="other settings .*lr"):
+        train_tokenizer(small_model(alpha=0.05, beta=1e-3), s, cf, TokenizerTrainConfig(
+            **{**cfg.__dict__, "lr": 0.1}), tmp_path / "b")
+    # timings stay out of the files that must repeat
+    assert "seconds_per_epoch" not in json.loads((tmp_path / "a" / "training.json").read_text())
+    assert json.loads((tmp_path / "a" / "timing.json").read_text())["epochs_timed"] == 6
 
 
 def test_pipeline_writes_collision_free_index(catalog, tmp_path):

@@ -1,0 +1,181 @@
+"""Runs repeat exactly on CPU: the same command twice gives the same bytes, and a run killed by a real SIGKILL
+(between checkpoint writes, or in the middle of one) and started again with the same command ends with exactly
+the files of an uninterrupted run. ``timing.json`` (seconds, samples/s) is the one file left out of the
+comparison. The kill comes from the test-only ``LETTER_FAST_TEST_KILL_AT`` hook (letter_fast.io.kill_point),
+so where it lands is deterministic."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from letter_fast.cli import main as cli_main
+from letter_fast.data import make_synthetic_catalog, write_index_json
+from letter_fast.io import KILL_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+NOT_COMPARED = {"timing.json"}
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative name -> bytes), hidden temporaries included, timing.json left out."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in NOT_COMPARED}
+
+
+def assert_same_files(a: Path, b: Path) -> None:
+    sa, sb = snapshot(a), snapshot(b)
+    assert sorted(sa) == sorted(sb), (sorted(sa), sorted(sb))
+    differ = [name for name in sa if sa[name] != sb[name]]
+    assert not differ, f"files differ between {a} and {b}: {differ}"
+
+
+def killed_run(argv: list[str], kill_at: str) -> None:
+    """Run ``letter-fast argv`` in a subprocess that SIGKILLs itself at ``kill_at``; it must die that way."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1", **{KILL_ENV: kill_at})
+    proc = subprocess.run([sys.executable, "-m", "letter_fast.cli", *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, (f"expected death by SIGKILL at {kill_at}, got rc "
+                                                f"{proc.returncode}\n{proc.stderr[-2000:]}")
+
+
+def run(argv: list[str]) -> None:
+    assert cli_main(argv) == 0
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # the subprocesses run with one thread: the in-process runs must too (a different thread count may change
+    # float reduction order, which is not what these tests are about)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------------------------------- tokenizer
+
+TOKENIZE = ["tokenize", "--synthetic", "--variant", "letter", "--epochs", "6", "--batch-size", "256",
+            "--eval-every", "2", "--checkpoint-every", "2", "--hidden-dims", "64,32", "--latent-dim", "8",
+            "--num-levels", "3", "--codebook-size", "32", "--diversity-clusters", "4", "--diversity-min-size", "4",
+            "--diversity-max-size", "16", "--no-progress"]   # 1,024 items, 4 steps per epoch, 24 steps
+
+
+@pytest.fixture(scope="module")
+def tokenize_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok") / "reference"
+    torch.set_num_threads(1)
+    run(TOKENIZE + ["--out-dir", str(out)])
+    return out
+
+
+def test_tokenize_twice_gives_the_same_bytes(tokenize_reference, tmp_path):
+    run(TOKENIZE + ["--out-dir", str(tmp_path / "again")])
+    assert_same_files(tokenize_reference, tmp_path / "again")
+    assert (tokenize_reference / "Synthetic.index.json").exists() and (tokenize_reference / "timing.json").exists()
+
+
+@pytest.mark.parametrize("kill_at", ["step:11",                  # epoch 3, between the checkpoints of 2 and 4
+                                     "write:tokenizer.ckpt:2"])  # half-way through writing the epoch-4 checkpoint
+def test_tokenize_killed_and_restarted_ends_like_an_uninterrupted_run(tokenize_reference, tmp_path, kill_at):
+    out = tmp_path / "killed"
+    argv = TOKENIZE + ["--out-dir", str(out)]
+    killed_run(argv, kill_at)
+    if kill_at.startswith("write"):
+        assert list(out.glob(".tokenizer.ckpt.*.tmp")), "the kill should leave a half-written checkpoint behind"
+    run(argv)
+    assert_same_files(tokenize_reference, out)
+
+
+# ------------------------------------------------------------------------------------------------------ SASRec
+
+
+@pytest.fixture(scope="module")
+def cf_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cf")
+    ds = make_synthetic_catalog(num_items=100, num_users=300, num_semantic_clusters=4, num_collab_groups=5,
+                                max_length=10, seed=2)
+    return ds.save(root / "Syn")
+
+
+def train_cf_argv(folder, out):
+    # 300 users -> 300 windows, 5 steps per epoch; checkpoints after epochs 2 (step 10) and 4 (step 20)
+    return ["train-cf", str(folder), "--dim", "8", "--num-blocks", "1", "--max-len", "8", "--batch-size", "64",
+            "--epochs", "4", "--checkpoint-every", "2", "--patience", "10", "--out-dir", str(out), "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cf_reference(cf_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cfref") / "reference"
+    run(train_cf_argv(cf_data, out))
+    return out
+
+
+def test_train_cf_twice_gives_the_same_bytes(cf_data, cf_reference, tmp_path):
+    run(train_cf_argv(cf_data, tmp_path / "again"))
+    assert_same_files(cf_reference, tmp_path / "again")
+
+
+@pytest.mark.parametrize("kill_at", ["step:13",                   # epoch 3, after the epoch-2 checkpoint
+                                     pytest.param("write:sasrec.ckpt.pt:2",   # inside the epoch-4 checkpoint write
+                                                  marks=pytest.mark.slow)])
+def test_train_cf_killed_and_restarted_ends_like_an_uninterrupted_run(cf_data, cf_reference, tmp_path, kill_at):
+    out = tmp_path / "killed"
+    argv = train_cf_argv(cf_data, out)
+    killed_run(argv, kill_at)
+    run(argv)
+    assert_same_files(cf_reference, out)
+
+
+# ------------------------------------------------------------------------------------------------------- TIGER
+
+
+@pytest.fixture(scope="module")
+def tiger_data(tmp_path_factory):
+    pytest.importorskip("transformers")
+    root = tmp_path_factory.mktemp("tiger")
+    ds = make_synthetic_catalog(num_items=32, num_users=60, num_semantic_clusters=4, num_collab_groups=4,
+                                min_length=5, max_length=9, seed=0)
+    folder = ds.save(root / "Syn")
+    codes = torch.stack([torch.arange(32) // 8, (torch.arange(32) // 2) % 4, torch.arange(32) % 2], 1)
+    write_index_json(root / "syn.index.json", codes)
+    return folder, root / "syn.index.json"
+
+
+def train_tiger_argv(data, out):
+    folder, index = data
+    # ~200 samples, 7 steps per epoch, validation (and a checkpoint) every 3 steps and at each epoch end
+    return ["train-tiger", "--data", str(folder), "--index", str(index), "--out", str(out), "--num-layers", "1",
+            "--num-decoder-layers", "1", "--d-model", "16", "--d-ff", "32", "--num-heads", "2", "--d-kv", "8",
+            "--batch-size", "32", "--lr", "0.005", "--epochs", "2", "--num-beams", "10", "--eval-batch-size", "64",
+            "--eval-every-steps", "3", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiger_reference(tiger_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tigerref") / "reference"
+    run(train_tiger_argv(tiger_data, out))
+    return out
+
+
+def test_train_tiger_twice_gives_the_same_bytes(tiger_data, tiger_reference, tmp_path):
+    run(train_tiger_argv(tiger_data, tmp_path / "again"))
+    assert_same_files(tiger_reference, tmp_path / "again")
+    assert (tiger_reference / "metrics.json").exists() and (tiger_reference / "best.pt").exists()
+
+
+@pytest.mark.slow    # a subprocess importing transformers: over 10 s on a loaded 2-core machine
+@pytest.mark.parametrize("kill_at", ["step:5",                    # between the step-3 and step-6 checkpoints
+                                     "write:checkpoint.pt:3"])    # inside the third checkpoint write
+def test_train_tiger_killed_and_restarted_ends_like_an_uninterrupted_run(tiger_data, tiger_reference, tmp_path,
+                                                                         kill_at):
+    out = tmp_path / "killed"
+    argv = train_tiger_argv(tiger_data, out)
+    killed_run(argv, kill_at)
+    run(argv)
+    assert_same_files(tiger_reference, out)
