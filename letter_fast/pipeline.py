@@ -39,11 +39,11 @@ class PipelineConfig:
     """The pipeline: SASRec CF embeddings, the LETTER tokenizer, TIGER, evaluation; budgets in epochs and steps."""
 
     variant: str = _setting("letter", "tokenizer variant: rqvae | cf | diversity | letter")
-    sasrec_epochs: int = _setting(15, "SASRec epochs (early stopping on validation NDCG@10 may end it sooner)")
+    sasrec_epochs: int = _setting(50, "SASRec epochs (early stopping on validation NDCG@10 may end it sooner)")
     tokenizer_epochs: int = _setting(300, "tokenizer epochs")
-    tiger_max_steps: int = _setting(1500, "TIGER optimizer steps (also the learning-rate schedule's length)")
-    tiger_eval_every_steps: int = _setting(500, "validate TIGER every N steps (and at the end) to pick the best "
-                                                "model (0 = after each epoch)")
+    tiger_max_steps: int = _setting(300, "TIGER optimizer steps (also the learning-rate schedule's length)")
+    tiger_eval_every_steps: int = _setting(0, "also validate TIGER every N steps inside an epoch to pick the best "
+                                              "model (0 = after each epoch and at the end only)")
     tau: float = _setting(0.7, "TIGER's ranking-guided loss temperature")
     tiger_size: str = _setting("auto", "paper: TIGER's 4+4 layers, d_model 128; small: 2+2 layers, d_model 64 "
                                        "(trains in minutes on a CPU); auto: small for the synthetic catalog, paper "
