@@ -41,7 +41,7 @@ class PipelineConfig:
     variant: str = _setting("letter", "tokenizer variant: rqvae | cf | diversity | letter")
     sasrec_epochs: int = _setting(50, "SASRec epochs (early stopping on validation NDCG@10 may end it sooner)")
     tokenizer_epochs: int = _setting(300, "tokenizer epochs")
-    tiger_max_steps: int = _setting(300, "TIGER optimizer steps (also the learning-rate schedule's length)")
+    tiger_max_steps: int = _setting(1000, "TIGER optimizer steps (also the learning-rate schedule's length)")
     tiger_eval_every_steps: int = _setting(0, "also validate TIGER every N steps inside an epoch to pick the best "
                                               "model (0 = after each epoch and at the end only)")
     tau: float = _setting(0.7, "TIGER's ranking-guided loss temperature")
