@@ -93,7 +93,8 @@ def run_pipeline(
     a semantic embeddings file (else the data set's own, else its item text embedded with all-MiniLM-L6-v2,
     cached). ``cf``: a CF embeddings file instead of training SASRec. ``config`` and/or keyword ``settings``
     (the fields of :class:`PipelineConfig`: ``seed=``, ``tiger_max_steps=`` ...) give the settings; ``resume=False``
-    starts every stage afresh; ``log=None`` prints nothing. ``sasrec_config`` (:class:`~letter_fast.cf.sasrec.SASRecConfig`),
+    starts every stage afresh; ``log=None`` prints nothing.
+    ``sasrec_config`` (:class:`~letter_fast.cf.sasrec.SASRecConfig`),
     ``tokenizer_config`` (:class:`~letter_fast.tokenizer.config.TokenizeConfig`) and ``tiger_config``
     (:class:`~letter_fast.genrec.train.TigerTrainConfig`) set everything else of a stage; the pipeline's settings
     (budgets, variant, tau, seed, device; and the TIGER size unless ``tiger_config`` is given) are applied over them.

@@ -36,7 +36,7 @@ def _default(cls, name: str, fallback):
 
 def add_common_arguments(p: argparse.ArgumentParser, config_cls, *, dataset_help: Optional[str] = None, out_dir_help: str = "output folder",
                          resume_help: str = "continue from what --out-dir holds") -> None:
-    """Add the common flags and then ``config_cls``'s settings flags (:func:`letter_fast.config.add_config_arguments`)."""
+    """The common flags, then ``config_cls``'s settings flags (:func:`letter_fast.config.add_config_arguments`)."""
     where = "data set folder, <Name>.inter.json, or a name under the data root"
     # never required by argparse (so that --print-config and --help need no data set); each command checks it
     p.add_argument("dataset", nargs="?", help=dataset_help or where)
@@ -47,12 +47,13 @@ def add_common_arguments(p: argparse.ArgumentParser, config_cls, *, dataset_help
                         help=f"{resume_help} (default: yes); --no-resume starts afresh")
     common.add_argument("--seed", type=int, default=None,
                         help=f"random seed (default: {_default(config_cls, 'seed', 0)})")
-    common.add_argument("--device", default=None,
-                        help=f"torch device: cpu | cuda | cuda:N | auto (default: {_default(config_cls, 'device', 'cpu')})")
+    device = _default(config_cls, "device", "cpu")
+    common.add_argument("--device", default=None, help=f"torch device: cpu | cuda | cuda:N | auto (default: {device})")
     common.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="show progress bars (default: yes)")
-    common.add_argument("--config", metavar="FILE", help="TOML settings (keys as --print-config writes them; a run's "
-                                                         "<out-dir>/settings.toml repeats it); flags override the file")
+    common.add_argument("--config", metavar="FILE", help="TOML settings (keys as --print-config writes them; a "
+                                                         "run's <out-dir>/settings.toml repeats it); flags override "
+                                                         "the file")
     common.add_argument("--print-config", action="store_true",
                         help="print the settings (defaults <- --config <- flags) as TOML and exit")
     add_config_arguments(p, config_cls)

@@ -97,7 +97,8 @@ def run(args) -> int:
                             device=device, autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
                             max_history=config.max_history, progress=common_value(args, cfg, "progress", True))
     result.update(split=cfg.split, checkpoint=str(args.checkpoint), data=str(args.dataset), inputs=key)
-    table = write_results(result, json_path, json_path.with_suffix(".md"), name=f"TIGER on {dataset.name} ({cfg.split})")
+    table = write_results(result, json_path, json_path.with_suffix(".md"),
+                          name=f"TIGER on {dataset.name} ({cfg.split})")
     save_settings(cfg, out_dir, name=f"{cfg.split}_settings.toml")
     print(table, end="")
     print(f"{result['users']} users; written to {json_path}")

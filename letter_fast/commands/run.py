@@ -29,7 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--embeddings", help="semantic embeddings file instead of embedding the item text")
     p.add_argument("--cf", help="CF embeddings file instead of training SASRec")
-    add_common_arguments(p, PipelineConfig, dataset_help="data set folder, <Name>.inter.json, or a name under the data root "
+    add_common_arguments(p, PipelineConfig,
+                         dataset_help="data set folder, <Name>.inter.json, or a name under the data root "
                                       "(default: a synthetic catalog)",
                          out_dir_help="output folder (default: runs/<name>/pipeline)",
                          resume_help="every stage continues from what --out-dir holds")

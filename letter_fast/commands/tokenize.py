@@ -70,7 +70,8 @@ def run(args) -> int:
     print(f"{name}: {semantic.shape[0]} items, semantic {tuple(semantic.shape)}, "
           f"CF {tuple(cf.shape) if cf is not None else None}; variant {cfg.variant} (alpha={alpha}, beta={beta}) -> {out_dir}")
     save_settings(cfg, out_dir)
-    report = tokenize_items(semantic, cf, out_dir, name, cfg.model_settings(), cfg.train_config(), resume=args.resume)
+    report = tokenize_items(semantic, cf, out_dir, name, cfg.model_settings(), cfg.train_config(),
+                            resume=args.resume)
     summary = {k: report[k] for k in ("collision_rate_before_reassignment", "collision_rate", "first_level_gini",
                                       "cf_neighbour_code_similarity", "seconds_per_epoch") if k in report}
     print(json.dumps(summary, indent=1))

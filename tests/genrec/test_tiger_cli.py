@@ -42,8 +42,8 @@ def test_train_then_evaluate(data_folder, tmp_path, capsys):
     assert (saved.epochs, saved.d_model, saved.lr, saved.num_beams, saved.progress) == (2, 16, 0.003, 10, False)
     assert saved == load_tiger(out / "best.pt")[2]
     assert len(json.loads((out / "history.json").read_text())) == 2
-    evaluate = ["evaluate", str(folder), "--index", str(index), "--checkpoint", str(out / "best.pt"), "--split", "valid",
-                "--num-beams", "10", "--out-dir", str(tmp_path / "eval"), "--no-progress"]
+    evaluate = ["evaluate", str(folder), "--index", str(index), "--checkpoint", str(out / "best.pt"),
+                "--split", "valid", "--num-beams", "10", "--out-dir", str(tmp_path / "eval"), "--no-progress"]
     assert cli_main(evaluate) == 0
     result = json.loads((tmp_path / "eval" / "valid_metrics.json").read_text())
     assert result["split"] == "valid" and result["users"] == 40
