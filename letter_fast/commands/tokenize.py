@@ -4,8 +4,9 @@ Inputs: a data set (for its name and item count) with semantic item embeddings (
 from ``letter-fast embed``) and, for the variants with CF regularization, CF embeddings (``--cf``,
 from ``letter-fast train-cf``); or ``--synthetic`` for a generated catalog that needs neither.
 Writes into --out-dir (atomically): ``<Name>.index.json`` (LC-Rec/LETTER format),
-``<Name>.codes.pt``, ``tokenizer_report.json``, ``first_level_codes.png``, ``best.pt`` and a
-resumable ``tokenizer.ckpt`` (rerun the same command to resume; --no-resume to restart).
+``<Name>.codes.pt``, ``tokenizer_report.json``, ``first_level_codes.png``, ``best.pt``, ``settings.toml``
+(every setting: ``--config <out-dir>/settings.toml`` repeats the run) and a resumable ``tokenizer.ckpt``
+(rerun the same command to resume; --no-resume to restart).
 
   letter-fast tokenize scientific --embeddings runs/scientific/Scientific.emb-minilm.npy \\
       --cf runs/scientific/sasrec/Scientific.sasrec-emb32.pt --variant letter
@@ -18,23 +19,19 @@ import argparse
 import json
 from pathlib import Path
 
-from letter_fast.config import add_config_arguments, config_from_args
+from letter_fast.commands.common import add_common_arguments
+from letter_fast.config import config_from_args, save_settings
 from letter_fast.tokenizer.config import TokenizeConfig
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("tokenize", help="train the LETTER tokenizer, write item identifiers",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", nargs="?", help="data set folder, <Name>.inter.json, or a name under the data root")
     p.add_argument("--synthetic", action="store_true", help="use a generated catalog (no files needed)")
-    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or a sibling shared/data)")
     p.add_argument("--embeddings", help="[num_items, D] semantic embeddings (.npy or torch file)")
     p.add_argument("--cf", help="[num_items, latent_dim] CF embeddings (needed when alpha > 0)")
-    p.add_argument("--out-dir", help="output folder (default: runs/<name>/tokenizer-<variant>)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from <out-dir>/tokenizer.ckpt when it exists (default: yes)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(p, TokenizeConfig)
+    add_common_arguments(p, TokenizeConfig, out_dir_help="output folder (default: runs/<name>/tokenizer-<variant>)",
+                         resume_help="continue from <out-dir>/tokenizer.ckpt when it exists")
     p.set_defaults(run=run)
     return p
 
@@ -72,7 +69,8 @@ def run(args) -> int:
     alpha, beta = cfg.weights()
     print(f"{name}: {semantic.shape[0]} items, semantic {tuple(semantic.shape)}, "
           f"CF {tuple(cf.shape) if cf is not None else None}; variant {cfg.variant} (alpha={alpha}, beta={beta}) -> {out_dir}")
-    report = tokenize_items(semantic, cf, out_dir, name, cfg.model_settings(), cfg.train_config(not args.no_progress),
+    save_settings(cfg, out_dir)
+    report = tokenize_items(semantic, cf, out_dir, name, cfg.model_settings(), cfg.train_config(),
                             resume=args.resume)
     summary = {k: report[k] for k in ("collision_rate_before_reassignment", "collision_rate", "first_level_gini",
                                       "cf_neighbour_code_similarity", "seconds_per_epoch") if k in report}

@@ -6,6 +6,7 @@ Recall/NDCG@5/10 and writes, into --out-dir (atomically):
 
   <Name>.sasrec-emb<d>.pt   float32 [num_items, d] item embeddings (row i = item i)
   metrics.json              settings, per-epoch log, validation and test metrics
+  settings.toml             every setting of the run (``--config <out-dir>/settings.toml`` repeats it)
   sasrec.model.pt           the best model's weights
   sasrec.ckpt.pt            resumable checkpoint (rerun the same command to resume; --no-resume to restart)
 
@@ -13,7 +14,7 @@ With --use-file FILE no model is trained: a user-supplied [num_items, d] embeddi
 LETTER release's Instruments.sasrec-emb32.pt) is checked against the data set and copied to --out-dir.
 
   letter-fast train-cf scientific --out-dir runs/scientific/sasrec
-  letter-fast train-cf instruments --config letter_fast/configs/sasrec.toml --time-budget-min 10
+  letter-fast train-cf instruments --config letter_fast/configs/sasrec.toml --epochs 20
   letter-fast train-cf instruments --use-file /data/instruments/Instruments.sasrec-emb32.pt --out-dir runs/instr
 """
 
@@ -23,21 +24,17 @@ import argparse
 from pathlib import Path
 
 from letter_fast.cf.sasrec import SASRecConfig
-from letter_fast.config import add_config_arguments, config_from_args
+from letter_fast.commands.common import add_common_arguments, common_value, require_dataset
+from letter_fast.config import config_from_args, save_settings
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train-cf", help="train SASRec CF embeddings (+ Recall/NDCG@5/10)", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", help="data set folder, <Name>.inter.json, or a name under the data root")
-    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or a sibling shared/data)")
-    p.add_argument("--out-dir", help="output folder (default: runs/<name>/sasrec)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from <out-dir>/sasrec.ckpt.pt when it exists (default: yes)")
     p.add_argument("--use-file", metavar="FILE", help="check and take a user-supplied [num_items, d] embedding file "
                                                       "instead of training")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(p, SASRecConfig)
+    add_common_arguments(p, SASRecConfig, out_dir_help="output folder (default: runs/<name>/sasrec)",
+                         resume_help="continue from <out-dir>/sasrec.ckpt.pt when it exists")
     p.set_defaults(run=run)
     return p
 
@@ -49,6 +46,7 @@ def run(args) -> int:
     from letter_fast.io import save_tensor
 
     cfg = config_from_args(SASRecConfig, args).check()
+    require_dataset(args)
     dataset = load_dataset(args.dataset, args.data_root)
     out_dir = Path(args.out_dir) if args.out_dir else Path("runs") / dataset.name.lower() / "sasrec"
     if args.use_file:
@@ -60,8 +58,9 @@ def run(args) -> int:
     print(f"{dataset.name}: {dataset.num_users} users, {dataset.num_items} items, "
           f"{dataset.num_interactions} interactions -> {out_dir}")
     result = train_sasrec(dataset.histories, dataset.num_items, cfg, checkpoint=out_dir / "sasrec.ckpt.pt",
-                          resume=args.resume, progress=not args.no_progress)
+                          resume=args.resume, progress=common_value(args, None, "progress", True))
     paths = save_result(result, out_dir, dataset.name, cfg)
+    save_settings(cfg, out_dir)
     print(f"wrote {paths['embeddings']} {tuple(result.embeddings.shape)} and {paths['metrics']} "
           f"({result.train_seconds:.0f} s training, best epoch {result.best_epoch}/{result.epochs_run})")
     return 0

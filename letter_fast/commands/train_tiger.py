@@ -4,25 +4,24 @@ Reads a data set (``<Name>.inter.json``; folder, file path, or a name under the 
 (``--index``, a ``.index.json``; default: the data set's own ``<Name>.index.json``). Splits leave-one-out, trains
 with early stopping on validation NDCG@10 (trie-constrained beam search), then ranks all test users.
 
-Writes into ``--out``: ``checkpoint.pt`` (resumable: run the same command again to continue), ``best.pt``,
-``history.json`` (the learning curve), ``config.toml``-equivalent ``run.json``, and ``metrics.json`` +
-``metrics.md`` (test Recall/NDCG@5/10). Multi-process: ``torchrun --nproc_per_node 2 -m letter_fast.cli
-train-tiger ...`` (gloo on CPU, NCCL on GPUs).
+Writes into ``--out-dir``: ``checkpoint.pt`` (resumable: run the same command again to continue; --no-resume
+starts afresh), ``best.pt``, ``history.json`` (the learning curve), ``settings.toml`` (every setting of the run:
+``--config <out-dir>/settings.toml`` repeats it), and ``metrics.json`` + ``metrics.md`` (test Recall/NDCG@5/10).
+Multi-process: ``torchrun --nproc_per_node 2 -m letter_fast.cli train-tiger ...`` (gloo on CPU, NCCL on GPUs).
 
-  letter-fast train-tiger --data instruments --out runs/instruments-tiger
-  letter-fast train-tiger --data /data/Scientific --index runs/sci/Scientific.index.json --tau 1.0 --epochs 50
-  letter-fast train-tiger --data instruments --config letter_fast/configs/tiger.toml --batch-size 1024
+  letter-fast train-tiger instruments --out-dir runs/instruments-tiger
+  letter-fast train-tiger /data/Scientific --index runs/sci/Scientific.index.json --tau 1.0 --epochs 50
+  letter-fast train-tiger instruments --config letter_fast/configs/tiger.toml --batch-size 1024
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 from pathlib import Path
 
-from letter_fast.config import add_config_arguments, config_from_args
+from letter_fast.commands.common import add_common_arguments, require_dataset
+from letter_fast.config import config_from_args, save_settings
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,12 +29,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     p = subparsers.add_parser("train-tiger", help="train TIGER on semantic IDs and evaluate it", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="data set folder, <Name>.inter.json, or a name under the data root")
-    p.add_argument("--data-root", help="folder of data sets (default: $LETTER_FAST_DATA or a sibling shared/data)")
     p.add_argument("--index", help="item identifiers (.index.json; default: the data set's <Name>.index.json)")
-    p.add_argument("--out", help="run folder (default: runs/<name>-tiger)")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint")
-    add_config_arguments(p, TigerTrainConfig)
+    add_common_arguments(p, TigerTrainConfig, out_dir_help="run folder (default: runs/<name>-tiger)",
+                         resume_help="continue from <out-dir>/checkpoint.pt when it exists")
     p.set_defaults(run=run)
     return p
 
@@ -57,19 +53,17 @@ def load_data_and_codes(data: str, data_root, index_path):
 def run(args) -> int:
     from letter_fast.genrec.evaluate import write_results
     from letter_fast.genrec.train import TigerTrainConfig, train_and_evaluate_tiger
-    from letter_fast.io import atomic_write
 
     config = config_from_args(TigerTrainConfig, args)
     config.validate()
-    dataset, codes = load_data_and_codes(args.data, args.data_root, args.index)
-    out = Path(args.out) if args.out else Path("runs") / f"{dataset.name.lower()}-tiger"
-    if args.no_resume and (out / "checkpoint.pt").exists():
-        (out / "checkpoint.pt").unlink()
+    require_dataset(args)
+    dataset, codes = load_data_and_codes(args.dataset, args.data_root, args.index)
+    out = Path(args.out_dir) if args.out_dir else Path("runs") / f"{dataset.name.lower()}-tiger"
     main_rank = int(os.environ.get("RANK", "0")) == 0
+    if not args.resume and main_rank and (out / "checkpoint.pt").exists():
+        (out / "checkpoint.pt").unlink()
     if main_rank:
-        out.mkdir(parents=True, exist_ok=True)
-        run_info = {"data": str(args.data), "index": args.index, "config": dataclasses.asdict(config)}
-        atomic_write(out / "run.json", lambda tmp: tmp.write_text(json.dumps(run_info, indent=2)))
+        save_settings(config, out)
         print(f"{dataset.name}: {dataset.num_users} users, {dataset.num_items} items, identifiers {tuple(codes.shape)}"
               f" -> {out}")
     metrics = train_and_evaluate_tiger(dataset, codes, config, out_dir=out, log=print if main_rank else (lambda *a: None))

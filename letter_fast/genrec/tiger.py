@@ -22,7 +22,7 @@ string or list work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -89,17 +89,18 @@ def check_item_codes(codes: torch.Tensor, num_codes: Optional[int] = None) -> No
 
 @dataclass
 class TigerModelConfig:
-    """Size of the T5 (defaults: the TIGER/LETTER setting)."""
+    """Model: the size of the T5 (defaults: the TIGER/LETTER setting)."""
 
-    num_layers: int = 4            # encoder layers
-    num_decoder_layers: int = 4
-    d_model: int = 128
-    d_ff: int = 1024
-    num_heads: int = 6
-    d_kv: int = 64
-    dropout: float = 0.1
-    relative_attention_num_buckets: int = 32
-    relative_attention_max_distance: int = 128
+    num_layers: int = field(default=4, metadata={"help": "encoder layers"})
+    num_decoder_layers: int = field(default=4, metadata={"help": "decoder layers"})
+    d_model: int = field(default=128, metadata={"help": "model width"})
+    d_ff: int = field(default=1024, metadata={"help": "feed-forward width (ReLU)"})
+    num_heads: int = field(default=6, metadata={"help": "attention heads"})
+    d_kv: int = field(default=64, metadata={"help": "width of one attention head"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout rate"})
+    relative_attention_num_buckets: int = field(default=32, metadata={"help": "T5 relative-position buckets"})
+    relative_attention_max_distance: int = field(default=128, metadata={
+        "help": "T5 relative positions beyond this distance share one bucket"})
 
 
 def build_tiger(vocab: CodeVocabulary, config: Optional[TigerModelConfig] = None, seed: Optional[int] = None):

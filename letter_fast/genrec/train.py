@@ -42,7 +42,7 @@ from letter_fast.genrec.tiger import (
     sequences_from_samples,
     tiger_loss,
 )
-from letter_fast.config import config_from_mapping
+from letter_fast.config import config_from_mapping, subconfig
 from letter_fast.io import atomic_write
 from letter_fast.training import (  # noqa: F401  (resolve_device, Distributed: re-exported for callers)
     BestTracker,
@@ -72,17 +72,9 @@ def _setting(default, help: str):
 
 
 @dataclass
-class TigerTrainConfig:
-    """Every setting of a TIGER run; the CLI's config file (letter_fast/configs/tiger.toml) has the same keys."""
+class TigerTrainConfig(TigerModelConfig):
+    """TIGER (T5 over semantic IDs) with the ranking-guided loss: the model (TigerModelConfig) and its training."""
 
-    # model (TIGER defaults)
-    num_layers: int = _setting(4, "encoder layers")
-    num_decoder_layers: int = _setting(4, "decoder layers")
-    d_model: int = _setting(128, "model width")
-    d_ff: int = _setting(1024, "feed-forward width (ReLU)")
-    num_heads: int = _setting(6, "attention heads")
-    d_kv: int = _setting(64, "width of one attention head")
-    dropout: float = _setting(0.1, "dropout rate")
     # loss
     tau: float = _setting(0.7, "ranking-guided loss temperature: cross-entropy over logits / tau (1.0 = plain "
                                "cross-entropy; the LETTER paper's best on Instruments is ~0.7)")
@@ -113,9 +105,7 @@ class TigerTrainConfig:
     progress: bool = _setting(True, "show progress bars")
 
     def model_config(self) -> TigerModelConfig:
-        return TigerModelConfig(num_layers=self.num_layers, num_decoder_layers=self.num_decoder_layers,
-                                d_model=self.d_model, d_ff=self.d_ff, num_heads=self.num_heads, d_kv=self.d_kv,
-                                dropout=self.dropout)
+        return subconfig(self, TigerModelConfig)
 
     def validate(self) -> None:
         if self.tau <= 0:

@@ -1,10 +1,19 @@
-"""Settings of ``letter-fast tokenize`` (model + training), one dataclass; the shipped TOML file
-letter_fast/configs/tokenizer.toml repeats every key with a comment."""
+"""Settings of the LETTER tokenizer, each declared once, in three field groups:
+
+* :class:`TokenizerVariantConfig`: the paper's variant and its loss weights alpha (CF) and beta (diversity);
+* :class:`TokenizerModelConfig`: the shape of :class:`~letter_fast.tokenizer.model.LetterTokenizer` and its losses;
+* :class:`~letter_fast.tokenizer.train.TokenizerTrainConfig`: the training loop.
+
+:class:`TokenizeConfig` (all of ``letter-fast tokenize``) inherits the three; letter_fast/configs/tokenizer.toml is
+its rendering (:mod:`letter_fast.config`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
+from letter_fast.config import subconfig
 from letter_fast.tokenizer.train import TokenizerTrainConfig
 
 # alpha (CF weight), beta (diversity weight) of the paper's variants (LETTER Table 3 / Sec. 4.3).
@@ -16,55 +25,74 @@ VARIANTS = {
 }
 
 
+def _setting(default, help: str):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
-class TokenizeConfig:
-    variant: str = field(default="letter", metadata={"help": "rqvae | cf | diversity | letter: presets of alpha/beta"})
-    alpha: float = field(default=-1.0, metadata={"help": "CF loss weight (negative: the variant's preset)"})
-    beta: float = field(default=-1.0, metadata={"help": "diversity loss weight (negative: the variant's preset)"})
-    hidden_dims: tuple[int, ...] = field(default=(512, 256, 128, 64), metadata={"help": "MLP encoder widths"})
-    latent_dim: int = field(default=32, metadata={"help": "latent width d (= CF embedding width)"})
-    num_levels: int = field(default=4, metadata={"help": "identifier length L"})
-    codebook_size: int = field(default=256, metadata={"help": "codes per level N"})
-    commitment: float = field(default=0.25, metadata={"help": "commitment weight mu"})
-    cf_temperature: float = field(default=1.0, metadata={"help": "temperature of the CF InfoNCE"})
-    diversity_clusters: int = field(default=10, metadata={"help": "K clusters of codes per codebook"})
-    diversity_min_size: int = field(default=10, metadata={"help": "smallest cluster of codes"})
-    diversity_max_size: int = field(default=60, metadata={"help": "largest cluster of codes"})
-    sinkhorn_last_level: bool = field(default=True, metadata={"help": "balanced (Sinkhorn) last level in training"})
-    sinkhorn_epsilon: float = field(default=0.003, metadata={"help": "Sinkhorn entropy weight"})
-    sinkhorn_iters: int = field(default=50, metadata={"help": "Sinkhorn iterations"})
-    mlp_precision: str = field(default="fp32", metadata={
-        "help": "fp32 | bf16: encoder/decoder matmuls in training under bfloat16 autocast (quantization and losses "
-                "stay float32)"})
-    epochs: int = field(default=200, metadata={"help": "training epochs"})
-    batch_size: int = field(default=1024, metadata={"help": "items per step"})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
-    eval_every: int = field(default=10, metadata={"help": "epochs between collision-rate evaluations"})
-    checkpoint_every: int = field(default=50, metadata={"help": "epochs between resumable checkpoints"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    device: str = field(default="cpu", metadata={"help": "torch device"})
+class TokenizerVariantConfig:
+    """Variant: rqvae (TIGER's plain RQ-VAE) | cf | diversity | letter (both regularizers)."""
+
+    variant: str = _setting("letter", "rqvae | cf | diversity | letter: presets of alpha/beta")
+    alpha: float = _setting(-1.0, "CF InfoNCE weight alpha; negative = the variant's preset (0.02 for cf/letter; "
+                                  "paper: 0.01-0.02 on Instruments)")
+    beta: float = _setting(-1.0, "diversity loss weight beta; negative = the variant's preset (1e-4 for "
+                                 "diversity/letter)")
+
+    def weights(self) -> tuple[float, float]:
+        """``(alpha, beta)``: the explicit weights, or the variant's presets where they are negative."""
+        alpha, beta = VARIANTS[self.variant]
+        return (self.alpha if self.alpha >= 0 else alpha), (self.beta if self.beta >= 0 else beta)
+
+
+@dataclass
+class TokenizerModelConfig:
+    """Model: the RQ-VAE's shape and losses (LetterTokenizer's constructor arguments)."""
+
+    hidden_dims: tuple[int, ...] = _setting((512, 256, 128, 64), "MLP encoder widths between the input embedding "
+                                                                 "and the latent (the decoder mirrors them)")
+    latent_dim: int = _setting(32, "latent width d; must equal the CF embedding width (32 for the papers' SASRec)")
+    num_levels: int = _setting(4, "identifier length L (levels of residual quantization)")
+    codebook_size: int = _setting(256, "codes per level N")
+    commitment: float = _setting(0.25, "commitment weight mu of the RQ-VAE loss")
+    cf_temperature: float = _setting(1.0, "temperature of the CF InfoNCE (the reference code uses 1, no "
+                                          "normalization)")
+    diversity_clusters: int = _setting(10, "diversity: each codebook's codes are grouped every epoch into this many "
+                                           "clusters K")
+    diversity_min_size: int = _setting(10, "smallest cluster of codes")
+    diversity_max_size: int = _setting(60, "largest cluster of codes")
+    sinkhorn_last_level: bool = _setting(True, "balanced (Sinkhorn) assignment of the last level during training "
+                                               "(nearest code at inference)")
+    sinkhorn_epsilon: float = _setting(0.003, "Sinkhorn entropy weight on distances rescaled to [0, 1]")
+    sinkhorn_iters: int = _setting(50, "Sinkhorn iterations")
+    mlp_precision: str = _setting("fp32", "fp32 | bf16: the encoder/decoder matmuls in training under bfloat16 "
+                                          "autocast (AMX on recent Xeons, tensor cores on GPUs); quantization and "
+                                          "all losses stay float32")
+
+    def model_kwargs(self, alpha: float, beta: float) -> dict:
+        """LetterTokenizer's keyword arguments (all but ``input_dim``), with the loss weights ``alpha``, ``beta``."""
+        kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(TokenizerModelConfig)}
+        kwargs["hidden_dims"] = tuple(kwargs["hidden_dims"])
+        kwargs["diversity_cluster_sizes"] = (kwargs.pop("diversity_min_size"), kwargs.pop("diversity_max_size"))
+        return dict(kwargs, alpha=alpha, beta=beta)
+
+
+@dataclass
+class TokenizeConfig(TokenizerTrainConfig, TokenizerModelConfig, TokenizerVariantConfig):
+    """The LETTER tokenizer (RQ-VAE + CF and diversity regularization): variant, model and training settings."""
 
     def check(self) -> "TokenizeConfig":
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         return self
 
-    def weights(self) -> tuple[float, float]:
-        alpha, beta = VARIANTS[self.variant]
-        return (self.alpha if self.alpha >= 0 else alpha), (self.beta if self.beta >= 0 else beta)
-
     def model_settings(self) -> dict:
-        alpha, beta = self.weights()
-        return dict(hidden_dims=tuple(self.hidden_dims), latent_dim=self.latent_dim, num_levels=self.num_levels,
-                    codebook_size=self.codebook_size, commitment=self.commitment, alpha=alpha, beta=beta,
-                    cf_temperature=self.cf_temperature, diversity_clusters=self.diversity_clusters,
-                    diversity_cluster_sizes=(self.diversity_min_size, self.diversity_max_size),
-                    sinkhorn_last_level=self.sinkhorn_last_level, sinkhorn_epsilon=self.sinkhorn_epsilon,
-                    sinkhorn_iters=self.sinkhorn_iters, mlp_precision=self.mlp_precision)
+        """LetterTokenizer's keyword arguments (all but ``input_dim``) for this variant."""
+        return self.model_kwargs(*self.weights())
 
-    def train_config(self, progress: bool = True) -> TokenizerTrainConfig:
-        return TokenizerTrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                                    weight_decay=self.weight_decay, eval_every=self.eval_every,
-                                    checkpoint_every=self.checkpoint_every, seed=self.seed, device=self.device,
-                                    progress=progress)
+    def train_config(self, progress: bool | None = None) -> TokenizerTrainConfig:
+        """The training-loop group alone (``progress`` overrides the setting when given)."""
+        cfg = subconfig(self, TokenizerTrainConfig)
+        return dataclasses.replace(cfg, progress=progress) if progress is not None else cfg

@@ -42,17 +42,24 @@ CHECKPOINT_KIND, MODEL_KIND, VERSION = "tokenizer.checkpoint", "tokenizer.model"
 _FREE_SETTINGS = ("epochs", "checkpoint_every", "device", "progress")
 
 
+def _setting(default, help: str):
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass
 class TokenizerTrainConfig:
-    epochs: int = 200                # passes over the items (the paper trains up to 20k)
-    batch_size: int = 1024
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    eval_every: int = 10             # epochs between collision-rate evaluations (model selection)
-    checkpoint_every: int = 50       # epochs between resumable checkpoints
-    seed: int = 0
-    device: str = "cpu"
-    progress: bool = True
+    """Training: AdamW over shuffled batches of items, model selection by collision rate."""
+
+    epochs: int = _setting(200, "passes over all items (the paper trains up to 20k; the best model by collision "
+                                "rate is kept)")
+    batch_size: int = _setting(1024, "items per step")
+    lr: float = _setting(1e-3, "AdamW learning rate")
+    weight_decay: float = _setting(1e-4, "AdamW weight decay")
+    eval_every: int = _setting(10, "epochs between collision-rate evaluations (model selection)")
+    checkpoint_every: int = _setting(50, "epochs between resumable checkpoints")
+    seed: int = _setting(0, "random seed")
+    device: str = _setting("cpu", "torch device (\"cpu\", \"cuda\")")
+    progress: bool = _setting(True, "show a progress bar")
 
 
 def _checkpoint_path(out_dir: Path) -> Path:

@@ -5,9 +5,11 @@ import json
 import torch
 
 from letter_fast.cli import main
+from letter_fast.config import load_settings
 from letter_fast.data import make_synthetic_catalog
 from letter_fast.data.formats import read_index_json
 from letter_fast.io import save_tensor
+from letter_fast.tokenizer.config import TokenizeConfig
 
 FAST = ["--epochs", "3", "--hidden-dims", "32", "--latent-dim", "8", "--num-levels", "3", "--codebook-size", "16",
         "--diversity-clusters", "2", "--diversity-min-size", "4", "--diversity-max-size", "12", "--batch-size", "128",
@@ -24,6 +26,8 @@ def test_tokenize_and_inspect_a_data_folder(tmp_path, capsys):
                  "--out-dir", str(out), *FAST]) == 0
     codes = read_index_json(out / "Synthetic.index.json")
     assert codes.shape == (200, 3) and torch.unique(codes, dim=0).shape[0] == 200
+    saved = load_settings(TokenizeConfig, out)  # settings.toml: every setting of the run, read back
+    assert (saved.epochs, saved.hidden_dims, saved.codebook_size, saved.progress) == (3, (32,), 16, False)
     capsys.readouterr()
     assert main(["inspect", str(out / "Synthetic.index.json"), "--cf", str(tmp_path / "cf.pt"), "--codebook-size", "16",
                  "--plot", str(tmp_path / "p.png"), "--json", str(tmp_path / "r.json")]) == 0
