@@ -150,7 +150,7 @@ def tiger_data(tmp_path_factory):
 def train_tiger_argv(data, out):
     folder, index = data
     # ~200 samples, 7 steps per epoch, validation (and a checkpoint) every 3 steps and at each epoch end
-    return ["train-tiger", "--data", str(folder), "--index", str(index), "--out", str(out), "--num-layers", "1",
+    return ["train-tiger", str(folder), "--index", str(index), "--out-dir", str(out), "--num-layers", "1",
             "--num-decoder-layers", "1", "--d-model", "16", "--d-ff", "32", "--num-heads", "2", "--d-kv", "8",
             "--batch-size", "32", "--lr", "0.005", "--epochs", "2", "--num-beams", "10", "--eval-batch-size", "64",
             "--eval-every-steps", "3", "--device", "cpu", "--no-progress"]
@@ -179,3 +179,63 @@ def test_train_tiger_killed_and_restarted_ends_like_an_uninterrupted_run(tiger_d
     killed_run(argv, kill_at)
     run(argv)
     assert_same_files(tiger_reference, out)
+
+
+# ---------------------------------------------------------------------------------------------------- pipeline
+
+PIPELINE_SCRIPT = """
+import sys
+from letter_fast.cf.sasrec import SASRecConfig
+from letter_fast.data import make_synthetic_catalog
+from letter_fast.genrec.train import TigerTrainConfig
+from letter_fast.pipeline import run_pipeline
+from letter_fast.tokenizer.config import TokenizeConfig
+
+catalog = make_synthetic_catalog(num_items=64, num_users=80, dim=16, cf_dim=8, num_semantic_clusters=4,
+                                 num_collab_groups=4, min_length=5, max_length=8, seed=0)
+run_pipeline(catalog, sys.argv[1], progress=False, log=None, sasrec_epochs=2, tokenizer_epochs=4, tiger_max_steps=6,
+             tiger_eval_every_steps=3, seed=1, device="cpu",
+             sasrec_config=SASRecConfig(batch_size=64, eval_batch_size=64, checkpoint_every=1),
+             tokenizer_config=TokenizeConfig(hidden_dims=(16,), latent_dim=8, num_levels=3, codebook_size=16,
+                                             diversity_clusters=2, diversity_min_size=4, diversity_max_size=12,
+                                             batch_size=32, eval_every=1, checkpoint_every=1),
+             tiger_config=TigerTrainConfig(num_layers=1, num_decoder_layers=1, d_model=16, d_ff=32, num_heads=2,
+                                           d_kv=8, batch_size=32, num_beams=10, eval_batch_size=64))
+"""
+
+
+def pipeline_run(out: Path, kill_at: str = "") -> int:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    env.pop(KILL_ENV, None)
+    if kill_at:
+        env[KILL_ENV] = kill_at
+    proc = subprocess.run([sys.executable, "-c", PIPELINE_SCRIPT, str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if not kill_at:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def pipeline_reference(tmp_path_factory):
+    pytest.importorskip("transformers")
+    out = tmp_path_factory.mktemp("pipe") / "reference"
+    pipeline_run(out)
+    return out
+
+
+@pytest.mark.slow    # three subprocesses importing transformers
+def test_pipeline_twice_gives_the_same_bytes(pipeline_reference, tmp_path):
+    pipeline_run(tmp_path / "again")
+    assert_same_files(pipeline_reference, tmp_path / "again")
+    assert (pipeline_reference / "results.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["step:12",                   # inside the tokenizer stage (after SASRec's steps)
+                                     "write:checkpoint.pt:2"])    # inside TIGER's second checkpoint write
+def test_pipeline_killed_and_restarted_ends_like_an_uninterrupted_run(pipeline_reference, tmp_path, kill_at):
+    out = tmp_path / "killed"
+    assert pipeline_run(out, kill_at) == -signal.SIGKILL
+    pipeline_run(out)
+    assert_same_files(pipeline_reference, out)

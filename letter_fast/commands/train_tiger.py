@@ -17,6 +17,7 @@ Multi-process: ``torchrun --nproc_per_node 2 -m letter_fast.cli train-tiger ...`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 

@@ -277,7 +277,7 @@ class ItemIndex:
     def save(self, path) -> Path:
         """Write the index to ``path`` (a torch file) atomically."""
         state = self.state_dict()
-        return io.atomic_write(path, lambda tmp: torch.save(state, tmp))
+        return io.save_torch(state, path)
 
     @classmethod
     def load(cls, path, device=None) -> "ItemIndex":
