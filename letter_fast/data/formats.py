@@ -12,9 +12,8 @@ One data set ``<Name>`` is a folder holding
 Every reader validates what it reads and names the file and the first bad entry, so a user bringing their
 own data learns what to fix. Every writer writes a temporary file and renames it (``letter_fast.io``).
 
-The data root (the folder holding one folder per data set) is, in order: an explicit argument, the
-``LETTER_FAST_DATA`` environment variable, or ``shared/data`` next to the checkout (also tried one
-level higher, for git worktrees) when it exists.
+The data root (the folder holding one folder per data set) is an explicit argument, else the
+``LETTER_FAST_DATA`` environment variable; data sets are always read where they lie, never copied.
 """
 
 from __future__ import annotations
@@ -322,15 +321,11 @@ def validate_histories(histories: Sequence[Sequence[int]], num_items: int, sourc
                               f"(the catalog has {num_items} items, ids 0..{num_items - 1})")
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def resolve_data_root(root: Optional[PathLike] = None) -> Optional[Path]:
-    """The data root: ``root`` if given, else ``$LETTER_FAST_DATA``, else ``shared/data`` beside the checkout.
+    """The data root: ``root`` if given, else ``$LETTER_FAST_DATA``.
 
-    Returns None when no root is given and none of the defaults exists (a fresh machine); an explicit
-    root or environment variable that does not exist is an error.
+    Returns None when neither is set; an explicit root or environment variable that does not exist is
+    an error.
     """
     if root is not None:
         path = Path(root).expanduser()
@@ -343,10 +338,6 @@ def resolve_data_root(root: Optional[PathLike] = None) -> Optional[Path]:
         if not path.is_dir():
             raise FileNotFoundError(f"{ENV_DATA_ROOT}={env} is not a folder")
         return path
-    repo = repo_root()
-    for candidate in (repo.parent / "shared" / "data", repo.parent.parent / "shared" / "data"):
-        if candidate.is_dir():
-            return candidate
     return None
 
 
