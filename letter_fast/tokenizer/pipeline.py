@@ -22,6 +22,7 @@ import torch
 from letter_fast.data.formats import write_index_json
 from letter_fast.io import atomic_write, save_tensor
 from letter_fast.tokenizer.collisions import resolve_collisions
+from letter_fast._optional import available
 from letter_fast.tokenizer.diagnostics import inspect_codes, plot_first_level
 from letter_fast.tokenizer.model import LetterTokenizer
 from letter_fast.tokenizer.train import TokenizerTrainConfig, load_tokenizer, train_tokenizer
@@ -61,5 +62,6 @@ def tokenize_items(
     report.update(best_epoch=summary["best"]["epoch"], seconds_per_epoch=summary["seconds_per_epoch"],
                   settings=model.settings(), train_config=summary["config"])
     atomic_write(out_dir / "tokenizer_report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
-    plot_first_level(codes, model.codebook_size, out_dir / "first_level_codes.png")
+    if available("matplotlib"):  # the plot is optional: pip install "letter_fast[plot]"
+        plot_first_level(codes, model.codebook_size, out_dir / "first_level_codes.png")
     return report
