@@ -91,8 +91,8 @@ def encode_texts(
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers import AutoModel, AutoTokenizer
     from tqdm.auto import tqdm
+    from transformers import AutoModel, AutoTokenizer
 
     if batch_size < 1 or max_length < 1:
         raise ValueError(f"batch_size and max_length must be >= 1, got {batch_size}, {max_length}")

@@ -19,10 +19,10 @@ from typing import Optional
 
 import torch
 
+from letter_fast._optional import available
 from letter_fast.data.formats import write_index_json
 from letter_fast.io import atomic_write, save_tensor
 from letter_fast.tokenizer.collisions import resolve_collisions
-from letter_fast._optional import available
 from letter_fast.tokenizer.diagnostics import inspect_codes, plot_first_level
 from letter_fast.tokenizer.model import LetterTokenizer
 from letter_fast.tokenizer.train import TokenizerTrainConfig, load_tokenizer, train_tokenizer
