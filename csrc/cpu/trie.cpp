@@ -56,23 +56,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> trie_step_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_probs.scalar_type(), "trie_step_cpu", [&] {
     const auto* lp = log_probs.data_ptr<scalar_t>();
     cpu_isa::dispatch([&](auto kernels) {
-    if (code_c.scalar_type() == at::kShort) {
-      at::parallel_for(0, Q, 4, [&](int64_t q0, int64_t q1) {
-        kernels.trie_step(nodes, lp, log_probs.stride(0), log_probs.stride(1),
-                          scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
-                          code_c.data_ptr<int16_t>(), q0, q1, beams_per_query, N, k,
-                          parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
-                          child.data_ptr<int64_t>(), score.data_ptr<float>());
-      });
-    } else {
-      at::parallel_for(0, Q, 4, [&](int64_t q0, int64_t q1) {
-        kernels.trie_step(nodes, lp, log_probs.stride(0), log_probs.stride(1),
-                          scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
-                          code_c.data_ptr<int32_t>(), q0, q1, beams_per_query, N, k,
-                          parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
-                          child.data_ptr<int64_t>(), score.data_ptr<float>());
-      });
-    }
+      if (code_c.scalar_type() == at::kShort) {
+        at::parallel_for(0, Q, 4, [&](int64_t q0, int64_t q1) {
+          kernels.trie_step(nodes, lp, log_probs.stride(0), log_probs.stride(1),
+                            scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
+                            code_c.data_ptr<int16_t>(), q0, q1, beams_per_query, N, k,
+                            parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
+                            child.data_ptr<int64_t>(), score.data_ptr<float>());
+        });
+      } else {
+        at::parallel_for(0, Q, 4, [&](int64_t q0, int64_t q1) {
+          kernels.trie_step(nodes, lp, log_probs.stride(0), log_probs.stride(1),
+                            scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
+                            code_c.data_ptr<int32_t>(), q0, q1, beams_per_query, N, k,
+                            parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
+                            child.data_ptr<int64_t>(), score.data_ptr<float>());
+        });
+      }
     });
   });
   return {parent, code, child, score};
@@ -113,14 +113,14 @@ at::Tensor trie_walk_cpu(const at::Tensor& prefix, at::TensorList child_ptr, at:
   }
   const auto* p = prefix.data_ptr<int64_t>();
   cpu_isa::dispatch([&](auto kernels) {
-  at::parallel_for(0, Q, 2048, [&](int64_t i0, int64_t i1) {
-    if (short_codes) {
-      kernels.trie_walk(p, prefix.stride(0), prefix.stride(1), i0, i1, t, ptr_data.data(), code16.data(),
-                        out.data_ptr<int64_t>());
-    } else {
-      kernels.trie_walk(p, prefix.stride(0), prefix.stride(1), i0, i1, t, ptr_data.data(), code32.data(),
-                        out.data_ptr<int64_t>());
-    }
+    at::parallel_for(0, Q, 2048, [&](int64_t i0, int64_t i1) {
+      if (short_codes) {
+        kernels.trie_walk(p, prefix.stride(0), prefix.stride(1), i0, i1, t, ptr_data.data(), code16.data(),
+                          out.data_ptr<int64_t>());
+      } else {
+        kernels.trie_walk(p, prefix.stride(0), prefix.stride(1), i0, i1, t, ptr_data.data(), code32.data(),
+                          out.data_ptr<int64_t>());
+      }
   });
   });
   return out;
@@ -167,18 +167,18 @@ std::tuple<at::Tensor, at::Tensor> trie_constrain_logits_cpu(
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "trie_constrain_logits", [&] {
     cpu_isa::dispatch([&](auto kernels) {
-    at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
-      if (short_codes) {
-        kernels.trie_constrain_logits(
-            ids_c.data_ptr<int64_t>(), ids_c.size(1), r0, r1, start, t, L, ptrs.data(), c16.data(),
-            tok_c.data_ptr<int64_t>(), tok_c.size(1), code_c.data_ptr<int64_t>(), code_c.size(1), eos,
-            sc.data_ptr<scalar_t>(), sc.stride(0), vocab, out.data_ptr<scalar_t>(), dead.data_ptr<bool>());
-      } else {
-        kernels.trie_constrain_logits(
-            ids_c.data_ptr<int64_t>(), ids_c.size(1), r0, r1, start, t, L, ptrs.data(), c32.data(),
-            tok_c.data_ptr<int64_t>(), tok_c.size(1), code_c.data_ptr<int64_t>(), code_c.size(1), eos,
-            sc.data_ptr<scalar_t>(), sc.stride(0), vocab, out.data_ptr<scalar_t>(), dead.data_ptr<bool>());
-      }
+      at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+        if (short_codes) {
+          kernels.trie_constrain_logits(
+              ids_c.data_ptr<int64_t>(), ids_c.size(1), r0, r1, start, t, L, ptrs.data(), c16.data(),
+              tok_c.data_ptr<int64_t>(), tok_c.size(1), code_c.data_ptr<int64_t>(), code_c.size(1), eos,
+              sc.data_ptr<scalar_t>(), sc.stride(0), vocab, out.data_ptr<scalar_t>(), dead.data_ptr<bool>());
+        } else {
+          kernels.trie_constrain_logits(
+              ids_c.data_ptr<int64_t>(), ids_c.size(1), r0, r1, start, t, L, ptrs.data(), c32.data(),
+              tok_c.data_ptr<int64_t>(), tok_c.size(1), code_c.data_ptr<int64_t>(), code_c.size(1), eos,
+              sc.data_ptr<scalar_t>(), sc.stride(0), vocab, out.data_ptr<scalar_t>(), dead.data_ptr<bool>());
+        }
     });
     });
   });
