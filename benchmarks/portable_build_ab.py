@@ -5,6 +5,7 @@ warm-up) and prints one JSON line; the build is whatever ``letter_fast`` is on t
 alternately for two builds (A B A B ...) and compare medians over the runs, so that the load of a
 shared machine falls on both alike:
 
+    export OMP_NUM_THREADS=1
     for i in 1 2 3 4 5; do
       PYTHONPATH=/path/to/native-build python benchmarks/portable_build_ab.py --label native
       PYTHONPATH=$PWD python benchmarks/portable_build_ab.py --label portable
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -30,18 +32,23 @@ import torch
 
 
 def _median_ms(fn, reps: int, warmup: int = 3) -> float:
+    """Median CPU time of one call in ms (process time: all threads' CPU seconds). On a machine
+    shared with other jobs, wall time mostly measures waiting for a core; with OMP_NUM_THREADS=1
+    the CPU time of the one thread is what the instruction set changes."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((time.process_time() - t0) * 1e3)
     return statistics.median(times)
 
 
 def measure(reps: int) -> dict:
     import letter_fast  # noqa: F401  (registers torch.ops.letter_fast)
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads())
     from letter_fast import _native
 
     ops = torch.ops.letter_fast
@@ -79,7 +86,7 @@ def measure(reps: int) -> dict:
     from benchmarks.bench_tokenizer_step import make_step
 
     step = make_step("letter_fast")()
-    out["tokenizer_step"] = _median_ms(step, max(3, reps // 2), warmup=2)
+    out["tokenizer_step"] = _median_ms(step, max(3, reps // 3), warmup=1)
     return out
 
 
@@ -87,7 +94,7 @@ def summarize(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
     labels = list(dict.fromkeys(r["label"] for r in rows))
     keys = [k for k in rows[0] if k not in ("label", "isa", "flags")]
-    lines = ["| kernel | " + " | ".join(f"{lab} (ms, median of {sum(r['label'] == lab for r in rows)} runs)"
+    lines = ["| kernel | " + " | ".join(f"{lab} (CPU ms, median of {sum(r['label'] == lab for r in rows)} runs)"
                                       for lab in labels) + " | ratio |",
              "|---|" + "---|" * len(labels) + "---|"]
     for k in keys:
