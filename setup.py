@@ -11,7 +11,9 @@ Environment flags (all optional):
 ``LETTER_FAST_FORCE_CUDA=1``    build the CUDA kernels even where no GPU is visible (needs a
                                 CUDA toolkit and a CUDA build of torch)
 ``LETTER_FAST_SKIP_CUDA=1``     never build the CUDA kernels
-``LETTER_FAST_PORTABLE=1``      no ``-march=native``: a binary that runs on any x86-64/arm64
+``LETTER_FAST_NATIVE_ARCH=1``   compile everything with ``-march=native`` (a binary for this
+                                machine's CPU only; the default build runs on any x86-64 or
+                                arm64 CPU and picks its AVX2 / AVX-512 kernels at run time)
 ``TORCH_CUDA_ARCH_LIST``        CUDA architectures, torch's own variable (e.g. ``"9.0"``)
 ``MAX_JOBS``                    parallel compile jobs, torch's own variable
 ==============================  ===========================================================
@@ -36,13 +38,16 @@ def _extensions():
     from torch.utils import cpp_extension
 
     cxx = ["-O3", "-std=c++17", "-fopenmp"]
-    if not _flag("LETTER_FAST_PORTABLE"):
-        cxx.append("-march=native")
+    if _flag("LETTER_FAST_NATIVE_ARCH"):
+        # Opt-in: this machine's instruction set everywhere; csrc/cpu/isa builds one variant.
+        cxx += ["-march=native", "-DLETTER_FAST_NATIVE_ARCH"]
         if platform.machine().lower() in ("x86_64", "amd64"):
             # 512-bit vectors where AVX-512 exists: csrc/cpu/*_kernel.h size their register tiles
             # for 32 zmm registers (GCC otherwise prefers 256-bit on these cores).
             cxx.append("-mprefer-vector-width=512")
-    sources = ["csrc/letter_fast.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    # Default: the baseline instruction set (x86-64 / arm64) for everything, and on x86-64 two more
+    # copies of the CPU kernels for AVX2 and AVX-512 that csrc/cpu/isa/dispatch.h picks at run time.
+    sources = ["csrc/letter_fast.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp")) + sorted(glob.glob("csrc/cpu/isa/*.cpp"))
 
     cuda_toolkit = cpp_extension.CUDA_HOME is not None
     want_cuda = not _flag("LETTER_FAST_SKIP_CUDA") and (

@@ -3,6 +3,10 @@
 // fake (shape) and autograd rules are registered from Python (letter_fast/ops).
 #include <torch/extension.h>
 
+#include <stdexcept>
+
+#include "cpu/isa/dispatch.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -58,13 +62,15 @@ pybind11::dict build_info() {
 #ifdef LETTER_FAST_CXX_FLAGS
   info["cxx_flags"] = LETTER_FAST_CXX_FLAGS;
 #endif
-#if defined(__AVX512F__)
-  info["cpu_simd"] = "avx512";
-#elif defined(__AVX2__)
-  info["cpu_simd"] = "avx2";
-#else
-  info["cpu_simd"] = "baseline";
-#endif
+  // CPU kernel variants (csrc/cpu/isa/dispatch.h): compiled, runnable on this CPU, and the one in use.
+  info["cpu_isa_built"] = letter_fast::cpu_isa::built();
+  info["cpu_isa_supported"] = letter_fast::cpu_isa::supported();
+  try {
+    info["cpu_simd"] = letter_fast::cpu_isa::name(letter_fast::cpu_isa::active());
+  } catch (const std::invalid_argument& e) {  // a bad LETTER_FAST_CPU_ISA: report it, do not fail
+    info["cpu_simd"] = pybind11::none();
+    info["cpu_isa_error"] = e.what();
+  }
   return info;
 }
 

@@ -57,7 +57,9 @@ def render(info: dict) -> str:
     if native:
         built = "CPU" + (" + CUDA" if native.get("cuda") else "")
         lines.append(f"native extension letter_fast._C: built for {built}; OpenMP {native.get('openmp')} "
-                     f"({native.get('openmp_max_threads')} threads); SIMD {native.get('cpu_simd')}; "
+                     f"({native.get('openmp_max_threads')} threads); CPU kernels {native.get('cpu_simd')} "
+                     f"(built: {', '.join(native.get('cpu_isa_built', []))}; LETTER_FAST_CPU_ISA forces one"
+                     f"{'; ' + native['cpu_isa_error'] if native.get('cpu_isa_error') else ''}); "
                      f"flags {native.get('cxx_flags')}")
     else:
         lines.append(f"native extension letter_fast._C: not loaded ({info['native_load_error']})")

@@ -4,7 +4,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "beam_attention_kernel.h"
+#include "isa/dispatch.h"  // kernels: beam_attention_kernel.h, one variant per ISA
 
 namespace letter_fast {
 namespace {
@@ -36,8 +36,10 @@ void run(at::TensorList qkv, const at::Tensor& anc, const at::Tensor& bias, int6
     keep.push_back(x.contiguous());
     ptrs.push_back(reinterpret_cast<const T*>(keep.back().data_ptr()));
   }
-  cpu::beam_attention::attend<T>(ptrs, anc.data_ptr<int64_t>(), bias.data_ptr<float>(), rows, H, dk,
-                                 reinterpret_cast<T*>(out.data_ptr()));
+  cpu_isa::dispatch([&](auto k) {
+    k.beam_attention(ptrs, anc.data_ptr<int64_t>(), bias.data_ptr<float>(), rows, H, dk,
+                     reinterpret_cast<T*>(out.data_ptr()));
+  });
 }
 
 at::Tensor beam_attention_cpu(at::TensorList qkv, const at::Tensor& anc_in, const at::Tensor& bias_in) {
@@ -59,7 +61,7 @@ at::Tensor beam_attention_cpu(at::TensorList qkv, const at::Tensor& anc_in, cons
   if (dtype == at::kFloat)
     run<float>(qkv, anc, bias, rows, H, dk, out, keep);
   else
-    run<cpu::beam_attention::BFloat16Bits>(qkv, anc, bias, rows, H, dk, out, keep);
+    run<c10::BFloat16>(qkv, anc, bias, rows, H, dk, out, keep);
   return out;
 }
 

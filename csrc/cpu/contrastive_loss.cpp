@@ -5,12 +5,10 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "contrastive_loss_kernel.h"
+#include "isa/dispatch.h"  // kernels: contrastive_loss_kernel.h, one variant per ISA
 
 namespace letter_fast {
 namespace {
-
-namespace ck = cpu::contrastive;
 
 // float64 inputs accumulate in float64 (gradcheck); every other float type in float32.
 at::ScalarType accumulation_type(const at::Tensor& x) {
@@ -72,14 +70,6 @@ Prepared prepare(const char* op, const at::Tensor& anchors, const at::Tensor& ca
   return p;
 }
 
-template <typename T>
-ck::Problem<T> make_problem(const Prepared& p, double temperature, bool normalize) {
-  return ck::Problem<T>(p.anchors.data_ptr<T>(), p.candidates.data_ptr<T>(), p.anchors.size(0),
-                        p.candidates.size(0), p.anchors.size(1), p.positives.data_ptr<int64_t>(),
-                        p.exclude.defined() ? p.exclude.data_ptr<int64_t>() : nullptr,
-                        static_cast<T>(temperature), normalize);
-}
-
 std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& anchors,
                                                const at::Tensor& candidates,
                                                const at::Tensor& positives,
@@ -93,8 +83,13 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& anchors,
   if (B == 0) return {loss, lse};
   const auto p = prepare(op, anchors, candidates, positives, exclude);
   AT_DISPATCH_FLOATING_TYPES(loss.scalar_type(), "contrastive_loss_forward_cpu", [&] {
-    const auto problem = make_problem<scalar_t>(p, temperature, normalize);
-    ck::forward(problem, loss.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>());
+    cpu_isa::dispatch([&](auto k) {
+      k.contrastive_loss_forward(
+          p.anchors.data_ptr<scalar_t>(), p.candidates.data_ptr<scalar_t>(), B, p.candidates.size(0),
+          p.anchors.size(1), p.positives.data_ptr<int64_t>(),
+          p.exclude.defined() ? p.exclude.data_ptr<int64_t>() : nullptr,
+          static_cast<scalar_t>(temperature), normalize, loss.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>());
+    });
   });
   return {loss, lse};
 }
@@ -120,12 +115,15 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(
     const auto gl = grad_loss.to(acc).contiguous(), gh = grad_lse.to(acc).contiguous();
     const auto l = lse.to(acc).contiguous();
     AT_DISPATCH_FLOATING_TYPES(acc, "contrastive_loss_backward_cpu", [&] {
-      const auto problem = make_problem<scalar_t>(p, temperature, normalize);
-      ck::backward(problem, gl.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(),
-                   l.data_ptr<scalar_t>(), p.anchors.data_ptr<scalar_t>(),
-                   p.candidates.data_ptr<scalar_t>(),
-                   anchors_grad ? grad_a.data_ptr<scalar_t>() : nullptr,
-                   candidates_grad ? grad_c.data_ptr<scalar_t>() : nullptr);
+      cpu_isa::dispatch([&](auto k) {
+        k.contrastive_loss_backward(
+            p.anchors.data_ptr<scalar_t>(), p.candidates.data_ptr<scalar_t>(), B, p.candidates.size(0),
+            p.anchors.size(1), p.positives.data_ptr<int64_t>(),
+            p.exclude.defined() ? p.exclude.data_ptr<int64_t>() : nullptr,
+            static_cast<scalar_t>(temperature), normalize, gl.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(),
+            l.data_ptr<scalar_t>(), anchors_grad ? grad_a.data_ptr<scalar_t>() : nullptr,
+            candidates_grad ? grad_c.data_ptr<scalar_t>() : nullptr);
+      });
     });
   }
   return {grad_a.to(anchors.scalar_type()), grad_c.to(candidates.scalar_type())};

@@ -5,7 +5,7 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
-#include "residual_quantize_kernel.h"
+#include "isa/dispatch.h"  // kernels: residual_quantize_kernel.h, one variant per ISA
 
 namespace letter_fast {
 namespace {
@@ -33,12 +33,13 @@ std::tuple<at::Tensor, at::Tensor> residual_quantize_cpu(const at::Tensor& z,
   if (B == 0) return {codes, z_hat};
 
   const auto cb = codebooks.to(at::kFloat).contiguous();
-  const cpu::PackedCodebooks packed(cb.data_ptr<float>(), L, N, d);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(),
                                   "residual_quantize_cpu", [&] {
-    cpu::residual_quantize<scalar_t, scalar_t>(z.data_ptr<scalar_t>(), z.stride(0), z.stride(1),
-                                               B, packed, codes.data_ptr<int64_t>(),
-                                               z_hat.data_ptr<scalar_t>());
+    cpu_isa::dispatch([&](auto k) {
+      k.residual_quantize(z.data_ptr<scalar_t>(), z.stride(0), z.stride(1), B,
+                          cb.data_ptr<float>(), L, N, d, codes.data_ptr<int64_t>(),
+                          z_hat.data_ptr<scalar_t>());
+    });
   });
   return {codes, z_hat};
 }

@@ -4,7 +4,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "sinkhorn_assign_kernel.h"
+#include "isa/dispatch.h"  // kernels: sinkhorn_assign_kernel.h, one variant per ISA
 
 namespace letter_fast {
 namespace {
@@ -25,8 +25,10 @@ at::Tensor sinkhorn_assign_cpu(const at::Tensor& dist, double epsilon, int64_t i
   if (B == 0) return codes;
   const auto d = dist.to(at::kFloat).contiguous();
   auto work = at::empty({2, B, N}, d.options());
-  cpu::sinkhorn::assign(d.data_ptr<float>(), B, N, static_cast<float>(epsilon), iters, absorb_every,
-                        work.data_ptr<float>(), codes.data_ptr<int64_t>());
+  cpu_isa::dispatch([&](auto k) {
+    k.sinkhorn_assign(d.data_ptr<float>(), B, N, static_cast<float>(epsilon), iters, absorb_every,
+                      work.data_ptr<float>(), codes.data_ptr<int64_t>());
+  });
   return codes;
 }
 

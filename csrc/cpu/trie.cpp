@@ -8,7 +8,8 @@
 
 #include <cstring>
 
-#include "trie_kernel.h"
+#include "isa/dispatch.h"  // trie_step / walk / constrain: trie_kernel.h, one variant per ISA
+#include "trie_kernel.h"      // trie_build (scalar code: one copy)
 
 namespace letter_fast {
 namespace {
@@ -54,23 +55,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> trie_step_cpu(
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_probs.scalar_type(), "trie_step_cpu", [&] {
     const auto* lp = log_probs.data_ptr<scalar_t>();
-    if (code_c.scalar_type() == at::kShort) {
-      at::parallel_for(0, Q, 4, [&](int64_t q0, int64_t q1) {
-        cpu::trie_step<scalar_t, int16_t>(nodes, lp, log_probs.stride(0), log_probs.stride(1),
-                                          scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
-                                          code_c.data_ptr<int16_t>(), q0, q1, beams_per_query, N, k,
-                                          parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
-                                          child.data_ptr<int64_t>(), score.data_ptr<float>());
-      });
-    } else {
-      at::parallel_for(0, Q, 4, [&](int64_t q0, int64_t q1) {
-        cpu::trie_step<scalar_t, int32_t>(nodes, lp, log_probs.stride(0), log_probs.stride(1),
-                                          scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
-                                          code_c.data_ptr<int32_t>(), q0, q1, beams_per_query, N, k,
-                                          parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
-                                          child.data_ptr<int64_t>(), score.data_ptr<float>());
-      });
-    }
+    cpu_isa::dispatch([&](auto kernels) {
+      if (code_c.scalar_type() == at::kShort) {
+        at::parallel_for(0, Q, 4, [&](int64_t q0, int64_t q1) {
+          kernels.trie_step(nodes, lp, log_probs.stride(0), log_probs.stride(1),
+                            scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
+                            code_c.data_ptr<int16_t>(), q0, q1, beams_per_query, N, k,
+                            parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
+                            child.data_ptr<int64_t>(), score.data_ptr<float>());
+        });
+      } else {
+        at::parallel_for(0, Q, 4, [&](int64_t q0, int64_t q1) {
+          kernels.trie_step(nodes, lp, log_probs.stride(0), log_probs.stride(1),
+                            scores_c.data_ptr<float>(), ptr_c.data_ptr<int32_t>(),
+                            code_c.data_ptr<int32_t>(), q0, q1, beams_per_query, N, k,
+                            parent.data_ptr<int64_t>(), code.data_ptr<int64_t>(),
+                            child.data_ptr<int64_t>(), score.data_ptr<float>());
+        });
+      }
+    });
   });
   return {parent, code, child, score};
 }
@@ -109,14 +112,16 @@ at::Tensor trie_walk_cpu(const at::Tensor& prefix, at::TensorList child_ptr, at:
     else code32.push_back(codes.back().data_ptr<int32_t>());
   }
   const auto* p = prefix.data_ptr<int64_t>();
-  at::parallel_for(0, Q, 2048, [&](int64_t i0, int64_t i1) {
-    if (short_codes) {
-      cpu::trie_walk<int16_t>(p, prefix.stride(0), prefix.stride(1), i0, i1, t, ptr_data.data(), code16.data(),
-                              out.data_ptr<int64_t>());
-    } else {
-      cpu::trie_walk<int32_t>(p, prefix.stride(0), prefix.stride(1), i0, i1, t, ptr_data.data(), code32.data(),
-                              out.data_ptr<int64_t>());
-    }
+  cpu_isa::dispatch([&](auto kernels) {
+    at::parallel_for(0, Q, 2048, [&](int64_t i0, int64_t i1) {
+      if (short_codes) {
+        kernels.trie_walk(p, prefix.stride(0), prefix.stride(1), i0, i1, t, ptr_data.data(), code16.data(),
+                          out.data_ptr<int64_t>());
+      } else {
+        kernels.trie_walk(p, prefix.stride(0), prefix.stride(1), i0, i1, t, ptr_data.data(), code32.data(),
+                          out.data_ptr<int64_t>());
+      }
+  });
   });
   return out;
 }
@@ -161,18 +166,20 @@ std::tuple<at::Tensor, at::Tensor> trie_constrain_logits_cpu(
     else c32.push_back(keep.back().data_ptr<int32_t>());
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "trie_constrain_logits", [&] {
-    at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
-      if (short_codes) {
-        cpu::trie_constrain_logits<scalar_t, int16_t>(
-            ids_c.data_ptr<int64_t>(), ids_c.size(1), r0, r1, start, t, L, ptrs.data(), c16.data(),
-            tok_c.data_ptr<int64_t>(), tok_c.size(1), code_c.data_ptr<int64_t>(), code_c.size(1), eos,
-            sc.data_ptr<scalar_t>(), sc.stride(0), vocab, out.data_ptr<scalar_t>(), dead.data_ptr<bool>());
-      } else {
-        cpu::trie_constrain_logits<scalar_t, int32_t>(
-            ids_c.data_ptr<int64_t>(), ids_c.size(1), r0, r1, start, t, L, ptrs.data(), c32.data(),
-            tok_c.data_ptr<int64_t>(), tok_c.size(1), code_c.data_ptr<int64_t>(), code_c.size(1), eos,
-            sc.data_ptr<scalar_t>(), sc.stride(0), vocab, out.data_ptr<scalar_t>(), dead.data_ptr<bool>());
-      }
+    cpu_isa::dispatch([&](auto kernels) {
+      at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+        if (short_codes) {
+          kernels.trie_constrain_logits(
+              ids_c.data_ptr<int64_t>(), ids_c.size(1), r0, r1, start, t, L, ptrs.data(), c16.data(),
+              tok_c.data_ptr<int64_t>(), tok_c.size(1), code_c.data_ptr<int64_t>(), code_c.size(1), eos,
+              sc.data_ptr<scalar_t>(), sc.stride(0), vocab, out.data_ptr<scalar_t>(), dead.data_ptr<bool>());
+        } else {
+          kernels.trie_constrain_logits(
+              ids_c.data_ptr<int64_t>(), ids_c.size(1), r0, r1, start, t, L, ptrs.data(), c32.data(),
+              tok_c.data_ptr<int64_t>(), tok_c.size(1), code_c.data_ptr<int64_t>(), code_c.size(1), eos,
+              sc.data_ptr<scalar_t>(), sc.stride(0), vocab, out.data_ptr<scalar_t>(), dead.data_ptr<bool>());
+        }
+    });
     });
   });
   return {out, dead};

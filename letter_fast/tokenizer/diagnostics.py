@@ -71,8 +71,9 @@ def inspect_codes(codes: torch.Tensor, codebook_size: int, cf: Optional[torch.Te
 
 def plot_first_level(codes: torch.Tensor, codebook_size: int, path, title: str = "") -> Path:
     """Bar chart of items per first-level code, sorted by load (like LETTER's Fig. 6)."""
-    import matplotlib
+    from letter_fast._optional import require
 
+    matplotlib = require("matplotlib", "plot_first_level (the first-level code plot)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

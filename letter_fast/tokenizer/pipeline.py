@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from letter_fast._optional import available
 from letter_fast.data.formats import write_index_json
 from letter_fast.io import atomic_write, save_tensor
 from letter_fast.tokenizer.collisions import resolve_collisions
@@ -64,5 +65,6 @@ def tokenize_items(
     report = inspect_codes(codes, model.codebook_size, cf=cf, codes_before=before)
     report.update(best_epoch=summary["best"]["epoch"], settings=model.settings(), train_config=summary["config"])
     atomic_write(out_dir / "tokenizer_report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
-    plot_first_level(codes, model.codebook_size, out_dir / "first_level_codes.png")
+    if available("matplotlib"):  # the plot is optional: pip install "letter_fast[plot]"
+        plot_first_level(codes, model.codebook_size, out_dir / "first_level_codes.png")
     return {**report, "seconds_per_epoch": summary["seconds_per_epoch"]}
