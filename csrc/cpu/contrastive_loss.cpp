@@ -89,12 +89,14 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& anchors,
   check_inputs(op, anchors, candidates, positives, exclude, temperature);
   const auto opts = anchors.options().dtype(accumulation_type(anchors));
   const int64_t B = anchors.size(0);
-  auto loss = at::empty({B}, opts), lse = at::empty({B}, opts);
+  // lse in float64 whatever the inputs: the backward needs it to more than float32 precision
+  // (contrastive_loss_kernel.h says why).
+  auto loss = at::empty({B}, opts), lse = at::empty({B}, opts.dtype(at::kDouble));
   if (B == 0) return {loss, lse};
   const auto p = prepare(op, anchors, candidates, positives, exclude);
   AT_DISPATCH_FLOATING_TYPES(loss.scalar_type(), "contrastive_loss_forward_cpu", [&] {
     const auto problem = make_problem<scalar_t>(p, temperature, normalize);
-    ck::forward(problem, loss.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>());
+    ck::forward(problem, loss.data_ptr<scalar_t>(), lse.data_ptr<double>());
   });
   return {loss, lse};
 }
@@ -118,11 +120,11 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(
   if (B > 0 && (anchors_grad || candidates_grad)) {
     const auto p = prepare(op, anchors, candidates, positives, exclude);
     const auto gl = grad_loss.to(acc).contiguous(), gh = grad_lse.to(acc).contiguous();
-    const auto l = lse.to(acc).contiguous();
+    const auto l = lse.to(at::kDouble).contiguous();
     AT_DISPATCH_FLOATING_TYPES(acc, "contrastive_loss_backward_cpu", [&] {
       const auto problem = make_problem<scalar_t>(p, temperature, normalize);
       ck::backward(problem, gl.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(),
-                   l.data_ptr<scalar_t>(), p.anchors.data_ptr<scalar_t>(),
+                   l.data_ptr<double>(), p.anchors.data_ptr<scalar_t>(),
                    p.candidates.data_ptr<scalar_t>(),
                    anchors_grad ? grad_a.data_ptr<scalar_t>() : nullptr,
                    candidates_grad ? grad_c.data_ptr<scalar_t>() : nullptr);
@@ -139,7 +141,7 @@ std::tuple<at::Tensor, at::Tensor> forward_meta(const at::Tensor& anchors,
                                                 double temperature, bool normalize) {
   check_inputs("contrastive_loss_forward", anchors, candidates, positives, exclude, temperature);
   const auto opts = anchors.options().dtype(accumulation_type(anchors));
-  return {at::empty({anchors.size(0)}, opts), at::empty({anchors.size(0)}, opts)};
+  return {at::empty({anchors.size(0)}, opts), at::empty({anchors.size(0)}, opts.dtype(at::kDouble))};
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_meta(
