@@ -6,7 +6,7 @@ import torch
 from letter_fast.genrec import ItemIndex, trie_step
 from letter_fast.ops import BackendUnavailable
 from letter_fast.ops.reference import trie_step_reference
-from tests.conftest import FAST_CPU_BACKENDS, HAS_CUDA, needs_cuda, needs_native
+from tests.conftest import FAST_CPU_BACKENDS, needs_cuda, needs_native
 from tests.genrec.helpers import random_catalog
 
 SMALL_ONLY = {"triton"}  # the Triton interpreter runs numpy per program
@@ -111,10 +111,9 @@ def test_opcheck():
 
 
 def test_forced_unavailable_backend_says_why():
-    args = step_inputs(50, 2, 5, 0, 1, 1)
-    if not HAS_CUDA:
-        with pytest.raises(BackendUnavailable, match="cuda"):
-            trie_step(*args, 1, 2, backend="cuda")
+    args = step_inputs(50, 2, 5, 0, 1, 1)  # CPU tensors: the cuda backend cannot take them, GPU or not
+    with pytest.raises(BackendUnavailable, match="cuda backend takes CUDA tensors, got cpu tensors"):
+        trie_step(*args, 1, 2, backend="cuda")
 
 
 @pytest.mark.parametrize("bad,match", [
