@@ -14,8 +14,9 @@
 TORCH_LIBRARY(letter_fast, m) {
   // Nearest-code residual quantization: codes [B, L] int64, z_hat [B, d] in z's dtype.
   m.def("residual_quantize(Tensor z, Tensor codebooks) -> (Tensor codes, Tensor z_hat)");
-  // Fused softmax contrastive loss (ops/contrastive.py): per-row loss and log-sum-exp [B] in
-  // float32 (float64 for float64 inputs); the backward recomputes the logits tile by tile.
+  // Fused softmax contrastive loss (ops/contrastive.py): per-row loss [B] in float32 (float64
+  // for float64 inputs) and log-sum-exp [B] in float64 (the backward needs lse to more than
+  // float32 precision at low temperatures); the backward recomputes the logits tile by tile.
   m.def("contrastive_loss_forward(Tensor anchors, Tensor candidates, Tensor positives, "
         "Tensor? exclude, float temperature, bool normalize) -> (Tensor loss, Tensor lse)");
   m.def("contrastive_loss_backward(Tensor grad_loss, Tensor grad_lse, Tensor anchors, "

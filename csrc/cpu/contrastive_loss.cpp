@@ -79,7 +79,9 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& anchors,
   check_inputs(op, anchors, candidates, positives, exclude, temperature);
   const auto opts = anchors.options().dtype(accumulation_type(anchors));
   const int64_t B = anchors.size(0);
-  auto loss = at::empty({B}, opts), lse = at::empty({B}, opts);
+  // lse in float64 whatever the inputs: the backward needs it to more than float32 precision
+  // (contrastive_loss_kernel.h says why).
+  auto loss = at::empty({B}, opts), lse = at::empty({B}, opts.dtype(at::kDouble));
   if (B == 0) return {loss, lse};
   const auto p = prepare(op, anchors, candidates, positives, exclude);
   AT_DISPATCH_FLOATING_TYPES(loss.scalar_type(), "contrastive_loss_forward_cpu", [&] {
@@ -88,7 +90,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& anchors,
           p.anchors.data_ptr<scalar_t>(), p.candidates.data_ptr<scalar_t>(), B, p.candidates.size(0),
           p.anchors.size(1), p.positives.data_ptr<int64_t>(),
           p.exclude.defined() ? p.exclude.data_ptr<int64_t>() : nullptr,
-          static_cast<scalar_t>(temperature), normalize, loss.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>());
+          static_cast<scalar_t>(temperature), normalize, loss.data_ptr<scalar_t>(), lse.data_ptr<double>());
     });
   });
   return {loss, lse};
@@ -113,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(
   if (B > 0 && (anchors_grad || candidates_grad)) {
     const auto p = prepare(op, anchors, candidates, positives, exclude);
     const auto gl = grad_loss.to(acc).contiguous(), gh = grad_lse.to(acc).contiguous();
-    const auto l = lse.to(acc).contiguous();
+    const auto l = lse.to(at::kDouble).contiguous();
     AT_DISPATCH_FLOATING_TYPES(acc, "contrastive_loss_backward_cpu", [&] {
       cpu_isa::dispatch([&](auto k) {
         k.contrastive_loss_backward(
@@ -121,7 +123,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(
             p.anchors.size(1), p.positives.data_ptr<int64_t>(),
             p.exclude.defined() ? p.exclude.data_ptr<int64_t>() : nullptr,
             static_cast<scalar_t>(temperature), normalize, gl.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(),
-            l.data_ptr<scalar_t>(), anchors_grad ? grad_a.data_ptr<scalar_t>() : nullptr,
+            l.data_ptr<double>(), anchors_grad ? grad_a.data_ptr<scalar_t>() : nullptr,
             candidates_grad ? grad_c.data_ptr<scalar_t>() : nullptr);
       });
     });
@@ -137,7 +139,7 @@ std::tuple<at::Tensor, at::Tensor> forward_meta(const at::Tensor& anchors,
                                                 double temperature, bool normalize) {
   check_inputs("contrastive_loss_forward", anchors, candidates, positives, exclude, temperature);
   const auto opts = anchors.options().dtype(accumulation_type(anchors));
-  return {at::empty({anchors.size(0)}, opts), at::empty({anchors.size(0)}, opts)};
+  return {at::empty({anchors.size(0)}, opts), at::empty({anchors.size(0)}, opts.dtype(at::kDouble))};
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_meta(

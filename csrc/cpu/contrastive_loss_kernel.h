@@ -10,6 +10,16 @@
 //     dL/da_i = (1/tau) sum_j W_ij c_j            dL/dc_j = (1/tau) sum_i W_ij a_i
 // followed by the normalization's Jacobian (I - a a^T) / ||a|| when `normalize`.
 //
+// lse is handed from the forward to the backward pass in double, whatever T is. Why: at low
+// temperatures |lse| ~ |s| / tau is large (40-100 at tau = 0.05), and rounding it to float moves
+// it by up to half an ulp (~2e-6), which scales every P_ij of the row by one common factor
+// (1 + delta). Where one candidate dominates, its weight W_ij ~ P_ij - [j = p_i] then has an
+// absolute error delta instead of float's ~6e-8, and the gradients come out 20-30x less accurate
+// than PyTorch's float32 softmax - onehot (measured at tau = 0.05), which keeps the row max and
+// log(sum) apart. The backward splits the double lse into lse_hi + lse_lo (two floats) and forms
+// (s_ij - lse_hi) - lse_lo: the first difference is exact for the logits that matter (Sterbenz),
+// so P_ij keeps float accuracy.
+//
 // Nothing of size [B, M] is ever stored. The forward pass walks the candidates in register tiles
 // of kRows anchors x kLanes candidates and keeps an online log-sum-exp per row (a running max and
 // a per-lane running sum), so it writes one value per row. The backward pass recomputes each tile
@@ -61,28 +71,31 @@ inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // Rows of an input matrix laid out for the kernels: [rows_pad][dim_pad] row-major, optionally
 // L2-normalized and multiplied by `scale`, zero padding; plus 1 / max(||row||, eps).
+// The norm, 1/norm and the product x * (scale / norm) are formed in double and rounded once:
+// O((B + M) d) work, and it keeps normalized low-temperature logits as accurate as PyTorch's
+// x / ||x|| / tau (a float chain of three roundings measured up to 3x PyTorch's gradient error).
 template <typename T>
 struct PackedRows {
   int64_t rows = 0, rows_pad = 0, dim = 0, dim_pad = 0;
   std::vector<T> data;
-  std::vector<T> inv_norm;
+  std::vector<double> inv_norm;
 
-  PackedRows(const T* x, int64_t n, int64_t d, int64_t row_multiple, bool normalize, T scale)
+  PackedRows(const T* x, int64_t n, int64_t d, int64_t row_multiple, bool normalize, double scale)
       : rows(n), rows_pad(round_up(std::max<int64_t>(n, 1), row_multiple)), dim(d),
         dim_pad(round_up(std::max<int64_t>(d, 1), kVec)),
-        data(static_cast<size_t>(rows_pad * dim_pad), T(0)), inv_norm(static_cast<size_t>(n), T(1)) {
+        data(static_cast<size_t>(rows_pad * dim_pad), T(0)), inv_norm(static_cast<size_t>(n), 1.0) {
 #pragma omp parallel for schedule(static) if (n * d >= kParallelWork)
     for (int64_t r = 0; r < n; ++r) {
       const T* src = x + r * d;
-      T factor = scale;
+      double factor = scale;
       if (normalize) {
-        T sq = 0;
-        for (int64_t k = 0; k < d; ++k) sq += src[k] * src[k];
-        inv_norm[r] = T(1) / std::max(std::sqrt(sq), T(kNormEps));
+        double sq = 0;
+        for (int64_t k = 0; k < d; ++k) sq += static_cast<double>(src[k]) * src[k];
+        inv_norm[r] = 1.0 / std::max(std::sqrt(sq), kNormEps);
         factor *= inv_norm[r];
       }
       T* dst = data.data() + r * dim_pad;
-      for (int64_t k = 0; k < d; ++k) dst[k] = src[k] * factor;
+      for (int64_t k = 0; k < d; ++k) dst[k] = static_cast<T>(src[k] * factor);
     }
   }
   const T* row(int64_t r) const { return data.data() + r * dim_pad; }
@@ -150,8 +163,8 @@ struct Problem {
   Problem(const T* a, const T* c, int64_t B_, int64_t M_, int64_t d_, const int64_t* pos,
           const int64_t* excl, T tau, bool norm)
       : B(B_), M(M_), d(d_), temperature(tau), normalize(norm),
-        anchors(a, B_, d_, kRowPad, norm, T(1) / tau),
-        candidates(c, M_, d_, kRowPad, norm, T(1)),
+        anchors(a, B_, d_, kRowPad, norm, 1.0 / static_cast<double>(tau)),
+        candidates(c, M_, d_, kRowPad, norm, 1.0),
         candidates_t(transpose_tiles(candidates)),
         positives(static_cast<size_t>(anchors.rows_pad), 0),
         exclude(static_cast<size_t>(anchors.rows_pad), -1) {
@@ -165,9 +178,9 @@ struct Problem {
   bool parallel() const { return B * M * d >= kParallelWork; }
 };
 
-// loss [B] and lse [B].
+// loss [B] and lse [B] (lse in double: see the top of this file).
 template <typename T>
-void forward(const Problem<T>& pb, T* loss, T* lse) {
+void forward(const Problem<T>& pb, T* loss, double* lse) {
   const int64_t blocks = round_up(pb.B, kRows) / kRows, m_pad = pb.m_pad();
   const int64_t dp = pb.anchors.dim_pad, panels = (blocks + kPanel - 1) / kPanel;
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
@@ -213,42 +226,46 @@ void forward(const Problem<T>& pb, T* loss, T* lse) {
         if (row >= pb.B) break;
         T total = 0;
         for (int64_t j = 0; j < kLanes; ++j) total += run_sum[b][i][j];
-        const T row_lse = run_max[b][i] + std::log(total);
+        const T log_total = std::log(total);
         const T* ai = pb.anchors.row(row);
         const T* cp = pb.candidates.row(pb.positives[row]);
         T positive_logit = 0;
         for (int64_t k = 0; k < pb.d; ++k) positive_logit += ai[k] * cp[k];
-        lse[row] = row_lse;
-        loss[row] = row_lse - positive_logit;
+        lse[row] = static_cast<double>(run_max[b][i]) + static_cast<double>(log_total);
+        // (max - s_p) + log(total), not lse - s_p: where the positive dominates, the loss is far
+        // smaller than lse and would inherit lse's float rounding.
+        loss[row] = (run_max[b][i] - positive_logit) + log_total;
       }
   }
 }
 
 // y = (g - u <u, g>) * inv when ||x|| > eps (u = x * inv, the unit row), else g * inv: the
-// gradient of x / max(||x||, eps). In place on g.
+// gradient of x / max(||x||, eps). In place on g; in double and rounded once (see PackedRows).
 template <typename T>
-inline void normalize_backward(const T* x, T inv, int64_t d, T* g) {
-  if (inv >= T(1) / T(kNormEps)) {  // the norm was clamped to eps: x / eps is linear
-    for (int64_t k = 0; k < d; ++k) g[k] *= inv;
+inline void normalize_backward(const T* x, double inv, int64_t d, T* g) {
+  if (inv >= 1.0 / kNormEps) {  // the norm was clamped to eps: x / eps is linear
+    for (int64_t k = 0; k < d; ++k) g[k] = static_cast<T>(g[k] * inv);
     return;
   }
-  T ug = 0;
+  double ug = 0;
   for (int64_t k = 0; k < d; ++k) ug += x[k] * inv * g[k];
-  for (int64_t k = 0; k < d; ++k) g[k] = (g[k] - x[k] * inv * ug) * inv;
+  for (int64_t k = 0; k < d; ++k) g[k] = static_cast<T>((g[k] - x[k] * inv * ug) * inv);
 }
 
 // Per-anchor quantities of the backward pass, zero on padding rows (which then add nothing).
 template <typename T>
 struct RowTerms {
-  std::vector<T> coef, g, lse;  // coef_i = g_i + h_i
-  RowTerms(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const T* row_lse)
+  std::vector<T> coef, g, lse_hi, lse_lo;  // coef_i = g_i + h_i; lse_i = lse_hi + lse_lo
+  RowTerms(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const double* row_lse)
       : coef(static_cast<size_t>(pb.anchors.rows_pad), T(0)),
         g(static_cast<size_t>(pb.anchors.rows_pad), T(0)),
-        lse(static_cast<size_t>(pb.anchors.rows_pad), T(0)) {
+        lse_hi(static_cast<size_t>(pb.anchors.rows_pad), T(0)),
+        lse_lo(static_cast<size_t>(pb.anchors.rows_pad), T(0)) {
     for (int64_t i = 0; i < pb.B; ++i) {
       coef[i] = grad_loss[i] + (grad_lse ? grad_lse[i] : T(0));
       g[i] = grad_loss[i];
-      lse[i] = row_lse[i];
+      lse_hi[i] = static_cast<T>(row_lse[i]);
+      lse_lo[i] = static_cast<T>(row_lse[i] - static_cast<double>(lse_hi[i]));  // 0 for double
     }
   }
 };
@@ -296,7 +313,7 @@ inline void accumulate_lanes(const T (&w)[kRows][kLanes], const T* rows, int64_t
 }
 
 // Both gradients from one recomputation of each logit tile:
-// W_ij = coef_i exp(s_ij - lse_i) - g_i [j = p_i] (0 where masked), acc_a[i] += sum_j W_ij c_j
+// W_ij = coef_i exp((s_ij - lse_hi_i) - lse_lo_i) - g_i [j = p_i] (0 where masked), acc_a[i] += sum_j W_ij c_j
 // and acc_c[j] += sum_i W_ij a_i (a carries 1/tau). The positive's -g_i enters W itself, as in
 // (softmax - onehot): added apart, it would cancel against a softmax weight near 1 after
 // both were multiplied up, losing float32 digits (seen at tau = 0.05).
@@ -332,9 +349,9 @@ void gradient_sums(const Problem<T>& pb, const RowTerms<T>& rt, bool want_a, boo
             dot_tile(pb.anchors.row(i0), dp, pb.ct(n0), d, w);
             mask_tile(n0, M, pb.exclude.data() + i0, w);
             for (int64_t i = 0; i < kRows; ++i) {
-              const T c = rt.coef[i0 + i], l = rt.lse[i0 + i];
+              const T c = rt.coef[i0 + i], hi = rt.lse_hi[i0 + i], lo = rt.lse_lo[i0 + i];
 #pragma omp simd
-              for (int64_t j = 0; j < kLanes; ++j) w[i][j] = c * exp_approx(w[i][j] - l);
+              for (int64_t j = 0; j < kLanes; ++j) w[i][j] = c * exp_approx((w[i][j] - hi) - lo);
               const int64_t pj = pb.positives[i0 + i] - n0;
               if (pj >= 0 && pj < kLanes) w[i][pj] -= rt.g[i0 + i];
             }
@@ -351,7 +368,7 @@ void gradient_sums(const Problem<T>& pb, const RowTerms<T>& rt, bool want_a, boo
 // Gradients. grad_loss (g) and grad_lse (h, may be null) are [B]; a, c are the raw inputs the
 // Problem was packed from (for the normalization's Jacobian). Either output may be null.
 template <typename T>
-void backward(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const T* lse,
+void backward(const Problem<T>& pb, const T* grad_loss, const T* grad_lse, const double* lse,
               const T* a_raw, const T* c_raw, T* grad_anchors, T* grad_candidates) {
   const int64_t B = pb.B, M = pb.M, d = pb.d, dp = pb.anchors.dim_pad;
   const T inv_tau = T(1) / pb.temperature;

@@ -67,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& anchors,
   const c10::cuda::CUDAGuard guard(anchors.device());
   const int64_t B = anchors.size(0), M = candidates.size(0), d = anchors.size(1);
   const auto opts = anchors.options().dtype(at::kFloat);
-  auto loss = at::empty({B}, opts), lse = at::empty({B}, opts);
+  auto loss = at::empty({B}, opts), lse = at::empty({B}, opts.dtype(at::kDouble));  // see launch.h
   if (B == 0) return {loss, lse};
   at::Tensor a_norm, c_norm, excl;
   const auto a = (unit_rows(anchors, normalize, &a_norm) / temperature).contiguous();
@@ -75,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& anchors,
   const auto pos = positives.contiguous();
   const cudaError_t err = cuda::contrastive_forward(
       a.data_ptr<float>(), c.data_ptr<float>(), pos.data_ptr<int64_t>(), exclude_ptr(exclude, &excl),
-      B, M, d, loss.data_ptr<float>(), lse.data_ptr<float>(),
+      B, M, d, loss.data_ptr<float>(), lse.data_ptr<double>(),
       c10::cuda::getCurrentCUDAStream(anchors.device().index()).stream());
   TORCH_CHECK(err == cudaSuccess, "contrastive_loss_forward (cuda): kernel launch failed: ",
               cudaGetErrorString(err));
@@ -100,13 +100,16 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(
     const auto pos = positives.contiguous();
     const auto g = grad_loss.to(at::kFloat).contiguous();
     const auto coef = (g + grad_lse.to(at::kFloat)).contiguous();
-    const auto l = lse.to(at::kFloat).contiguous();
+    const auto lse64 = lse.to(at::kDouble);
+    const auto lse_hi = lse64.to(at::kFloat).contiguous();
+    const auto lse_lo = (lse64 - lse_hi.to(at::kDouble)).to(at::kFloat).contiguous();  // lse = hi + lo
     const int64_t* x = exclude_ptr(exclude, &excl);
     const auto stream = c10::cuda::getCurrentCUDAStream(anchors.device().index()).stream();
     if (anchors_grad) {
       const cudaError_t err = cuda::contrastive_grad_anchors(
           a.data_ptr<float>(), c.data_ptr<float>(), pos.data_ptr<int64_t>(), x,
-          l.data_ptr<float>(), coef.data_ptr<float>(), g.data_ptr<float>(), B, M, d,
+          lse_hi.data_ptr<float>(), lse_lo.data_ptr<float>(), coef.data_ptr<float>(),
+          g.data_ptr<float>(), B, M, d,
           static_cast<float>(1.0 / temperature), grad_a.data_ptr<float>(), stream);
       TORCH_CHECK(err == cudaSuccess, "contrastive_loss_backward (cuda): kernel launch failed: ",
                   cudaGetErrorString(err));
@@ -115,7 +118,8 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(
     if (candidates_grad) {
       const cudaError_t err = cuda::contrastive_grad_candidates(
           a.data_ptr<float>(), c.data_ptr<float>(), pos.data_ptr<int64_t>(), x,
-          l.data_ptr<float>(), coef.data_ptr<float>(), g.data_ptr<float>(), B, M, d,
+          lse_hi.data_ptr<float>(), lse_lo.data_ptr<float>(), coef.data_ptr<float>(),
+          g.data_ptr<float>(), B, M, d,
           grad_c.data_ptr<float>(), stream);
       TORCH_CHECK(err == cudaSuccess, "contrastive_loss_backward (cuda): kernel launch failed: ",
                   cudaGetErrorString(err));

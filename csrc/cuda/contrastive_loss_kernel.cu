@@ -8,6 +8,11 @@
 // log-sum-exp per row (running max and sum) and writes one value per row; the backward kernels
 // recompute the logits. Nothing of size [B, M] is stored, no atomics are used, and results are
 // deterministic. float32 FMAs throughout (no TF32).
+//
+// lse is written in double and read back as two floats, lse_hi + lse_lo, forming
+// (s - lse_hi) - lse_lo: float32 rounding of a large lse (|s| / tau at low temperatures) would
+// scale a row's softmax weights by a common 1 + delta and cost the gradients 20-30x float32
+// accuracy where one candidate dominates (why in detail: csrc/cpu/contrastive_loss_kernel.h).
 #include <cfloat>
 #include <cstdint>
 
@@ -48,7 +53,7 @@ __global__ void __launch_bounds__(kThreads)
     forward_kernel(const float* __restrict__ anchors, const float* __restrict__ candidates,
                    const int64_t* __restrict__ positives, const int64_t* __restrict__ exclude,
                    int64_t B, int64_t M, int d, float* __restrict__ loss,
-                   float* __restrict__ lse) {
+                   double* __restrict__ lse) {
   constexpr int kRows = Tile<kDim>::kRows;
   __shared__ __align__(16) float tile[kRows * kDim];
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
@@ -74,23 +79,23 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   if (!active) return;
-  const float row_lse = run_max + logf(run_sum);
+  const float log_sum = logf(run_sum);
   // Registers are indexed by compile-time k only (a runtime k would spill the row to memory).
   const float* cp = candidates + positives[row] * d;
   float positive_logit = 0.0f;
 #pragma unroll
   for (int k = 0; k < kDim; ++k)
     if (k < d) positive_logit = fmaf(a[k], cp[k], positive_logit);
-  lse[row] = row_lse;
-  loss[row] = row_lse - positive_logit;
+  lse[row] = static_cast<double>(run_max) + static_cast<double>(log_sum);
+  loss[row] = (run_max - positive_logit) + log_sum;  // a small loss keeps its digits (not lse - s_p)
 }
 
 template <int kDim>
 __global__ void __launch_bounds__(kThreads)
     grad_anchors_kernel(const float* __restrict__ anchors, const float* __restrict__ candidates,
                         const int64_t* __restrict__ positives,
-                        const int64_t* __restrict__ exclude, const float* __restrict__ lse,
-                        const float* __restrict__ coef, const float* __restrict__ g, int64_t B,
+                        const int64_t* __restrict__ exclude, const float* __restrict__ lse_hi,
+                        const float* __restrict__ lse_lo, const float* __restrict__ coef, const float* __restrict__ g, int64_t B,
                         int64_t M, int d, float inv_tau, float* __restrict__ grad_anchors) {
   constexpr int kRows = Tile<kDim>::kRows;
   __shared__ __align__(16) float tile[kRows * kDim];
@@ -102,7 +107,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int k = 0; k < kDim; ++k) acc[k] = 0.0f;
   const int64_t excl = (active && exclude) ? exclude[row] : -1;
   const int64_t pos = active ? positives[row] : -1;
-  const float row_lse = active ? lse[row] : 0.0f;
+  const float row_hi = active ? lse_hi[row] : 0.0f, row_lo = active ? lse_lo[row] : 0.0f;
   const float row_coef = active ? coef[row] : 0.0f;
   const float row_g = active ? g[row] : 0.0f;
   for (int64_t n0 = 0; n0 < M; n0 += kRows) {
@@ -113,7 +118,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int n = 0; n < count; ++n) {
       const float* c = tile + n * kDim;
       const int64_t j = n0 + n;
-      float w = j == excl ? 0.0f : row_coef * __expf(dot<kDim>(a, c) - row_lse);
+      float w = j == excl ? 0.0f : row_coef * __expf((dot<kDim>(a, c) - row_hi) - row_lo);
       if (j == pos) w -= row_g;
 #pragma unroll
       for (int k = 0; k < kDim; ++k) acc[k] = fmaf(w, c[k], acc[k]);
@@ -130,12 +135,12 @@ __global__ void __launch_bounds__(kThreads)
     grad_candidates_kernel(const float* __restrict__ anchors,
                            const float* __restrict__ candidates,
                            const int64_t* __restrict__ positives,
-                           const int64_t* __restrict__ exclude, const float* __restrict__ lse,
-                           const float* __restrict__ coef, const float* __restrict__ g,
+                           const int64_t* __restrict__ exclude, const float* __restrict__ lse_hi,
+                           const float* __restrict__ lse_lo, const float* __restrict__ coef, const float* __restrict__ g,
                            int64_t B, int64_t M, int d, float* __restrict__ grad_candidates) {
   constexpr int kRows = Tile<kDim>::kRows;
   __shared__ __align__(16) float tile[kRows * kDim];
-  __shared__ float tile_lse[kRows], tile_coef[kRows], tile_g[kRows];
+  __shared__ float tile_hi[kRows], tile_lo[kRows], tile_coef[kRows], tile_g[kRows];
   __shared__ int64_t tile_pos[kRows], tile_excl[kRows];
   const int64_t col = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const bool active = col < M;
@@ -149,7 +154,8 @@ __global__ void __launch_bounds__(kThreads)
     stage<kDim, kRows>(anchors, i0, count, d, tile);
     for (int n = threadIdx.x; n < kRows; n += kThreads) {
       const bool ok = n < count;
-      tile_lse[n] = ok ? lse[i0 + n] : 0.0f;
+      tile_hi[n] = ok ? lse_hi[i0 + n] : 0.0f;
+      tile_lo[n] = ok ? lse_lo[i0 + n] : 0.0f;
       tile_coef[n] = ok ? coef[i0 + n] : 0.0f;
       tile_g[n] = ok ? g[i0 + n] : 0.0f;
       tile_pos[n] = ok ? positives[i0 + n] : -1;
@@ -158,7 +164,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     for (int n = 0; n < count; ++n) {
       const float* a = tile + n * kDim;  // carries 1/tau: the gradient needs no further factor
-      float w = tile_excl[n] == col ? 0.0f : tile_coef[n] * __expf(dot<kDim>(c, a) - tile_lse[n]);
+      float w = tile_excl[n] == col ? 0.0f : tile_coef[n] * __expf((dot<kDim>(c, a) - tile_hi[n]) - tile_lo[n]);
       if (tile_pos[n] == col) w -= tile_g[n];
 #pragma unroll
       for (int k = 0; k < kDim; ++k) acc[k] = fmaf(w, a[k], acc[k]);
@@ -184,7 +190,7 @@ inline unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThrea
 template <int kDim>
 cudaError_t launch_forward(const float* anchors, const float* candidates,
                            const int64_t* positives, const int64_t* exclude, int64_t B,
-                           int64_t M, int d, float* loss, float* lse, cudaStream_t stream) {
+                           int64_t M, int d, float* loss, double* lse, cudaStream_t stream) {
   forward_kernel<kDim><<<blocks_for(B), kThreads, 0, stream>>>(anchors, candidates, positives,
                                                                exclude, B, M, d, loss, lse);
   return cudaGetLastError();
@@ -193,20 +199,20 @@ cudaError_t launch_forward(const float* anchors, const float* candidates,
 template <int kDim>
 cudaError_t launch_grad_anchors(const float* anchors, const float* candidates,
                                 const int64_t* positives, const int64_t* exclude,
-                                const float* lse, const float* coef, const float* g, int64_t B,
+                                const float* lse_hi, const float* lse_lo, const float* coef, const float* g, int64_t B,
                                 int64_t M, int d, float inv_tau, float* out, cudaStream_t stream) {
   grad_anchors_kernel<kDim><<<blocks_for(B), kThreads, 0, stream>>>(
-      anchors, candidates, positives, exclude, lse, coef, g, B, M, d, inv_tau, out);
+      anchors, candidates, positives, exclude, lse_hi, lse_lo, coef, g, B, M, d, inv_tau, out);
   return cudaGetLastError();
 }
 
 template <int kDim>
 cudaError_t launch_grad_candidates(const float* anchors, const float* candidates,
                                    const int64_t* positives, const int64_t* exclude,
-                                   const float* lse, const float* coef, const float* g, int64_t B,
+                                   const float* lse_hi, const float* lse_lo, const float* coef, const float* g, int64_t B,
                                    int64_t M, int d, float* out, cudaStream_t stream) {
   grad_candidates_kernel<kDim><<<blocks_for(M), kThreads, 0, stream>>>(
-      anchors, candidates, positives, exclude, lse, coef, g, B, M, d, out);
+      anchors, candidates, positives, exclude, lse_hi, lse_lo, coef, g, B, M, d, out);
   return cudaGetLastError();
 }
 
@@ -219,7 +225,7 @@ bool bad_sizes(int64_t B, int64_t M, int64_t d) {
 
 cudaError_t contrastive_forward(const float* anchors, const float* candidates,
                                 const int64_t* positives, const int64_t* exclude, int64_t B,
-                                int64_t M, int64_t d, float* loss, float* lse,
+                                int64_t M, int64_t d, float* loss, double* lse,
                                 cudaStream_t stream) {
   if (B == 0) return cudaSuccess;
   if (bad_sizes(B, M, d) || M == 0) return cudaErrorInvalidValue;
@@ -232,14 +238,14 @@ cudaError_t contrastive_forward(const float* anchors, const float* candidates,
 
 cudaError_t contrastive_grad_anchors(const float* anchors, const float* candidates,
                                      const int64_t* positives, const int64_t* exclude,
-                                     const float* lse, const float* coef, const float* g,
+                                     const float* lse_hi, const float* lse_lo, const float* coef, const float* g,
                                      int64_t B, int64_t M, int64_t d, float inv_tau,
                                      float* grad_anchors, cudaStream_t stream) {
   if (B == 0) return cudaSuccess;
   if (bad_sizes(B, M, d)) return cudaErrorInvalidValue;
   const int di = static_cast<int>(d);
 #define LAUNCH(W)                                                                          \
-  launch_grad_anchors<W>(anchors, candidates, positives, exclude, lse, coef, g, B, M, di, \
+  launch_grad_anchors<W>(anchors, candidates, positives, exclude, lse_hi, lse_lo, coef, g, B, M, di, \
                          inv_tau, grad_anchors, stream)
   LETTER_FAST_CONTRASTIVE_WIDTHS(LAUNCH)
 #undef LAUNCH
@@ -247,14 +253,14 @@ cudaError_t contrastive_grad_anchors(const float* anchors, const float* candidat
 
 cudaError_t contrastive_grad_candidates(const float* anchors, const float* candidates,
                                         const int64_t* positives, const int64_t* exclude,
-                                        const float* lse, const float* coef, const float* g,
+                                        const float* lse_hi, const float* lse_lo, const float* coef, const float* g,
                                         int64_t B, int64_t M, int64_t d,
                                         float* grad_candidates, cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
   if (bad_sizes(B, M, d)) return cudaErrorInvalidValue;
   const int di = static_cast<int>(d);
 #define LAUNCH(W)                                                                             \
-  launch_grad_candidates<W>(anchors, candidates, positives, exclude, lse, coef, g, B, M, di, \
+  launch_grad_candidates<W>(anchors, candidates, positives, exclude, lse_hi, lse_lo, coef, g, B, M, di, \
                             grad_candidates, stream)
   LETTER_FAST_CONTRASTIVE_WIDTHS(LAUNCH)
 #undef LAUNCH

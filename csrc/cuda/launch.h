@@ -28,10 +28,11 @@ constexpr int64_t kContrastiveMaxDim = 128;
 // Fused softmax contrastive loss (csrc/cuda/contrastive_loss_kernel.cu). All float arrays are float32
 // contiguous: anchors [B][d] already L2-normalized when asked and multiplied by 1/tau, so a dot
 // product is the logit; candidates [M][d]; positives [B] and exclude [B] (nullptr: none) int64.
-// forward writes loss [B] and lse [B].
+// forward writes loss [B] and lse [B] (double: the backward reads it as lse_hi + lse_lo, two
+// floats, to keep float32 accuracy at low temperatures; contrastive_loss_kernel.cu says why).
 cudaError_t contrastive_forward(const float* anchors, const float* candidates,
                                 const int64_t* positives, const int64_t* exclude, int64_t B,
-                                int64_t M, int64_t d, float* loss, float* lse,
+                                int64_t M, int64_t d, float* loss, double* lse,
                                 cudaStream_t stream);
 
 // Gradients with respect to the (normalized) rows: with W_ij = coef_i exp(s_ij - lse_i)
@@ -39,12 +40,12 @@ cudaError_t contrastive_forward(const float* anchors, const float* candidates,
 // W^T anchors (the anchors carry 1/tau). coef = grad_loss + grad_lse, g = grad_loss.
 cudaError_t contrastive_grad_anchors(const float* anchors, const float* candidates,
                                      const int64_t* positives, const int64_t* exclude,
-                                     const float* lse, const float* coef, const float* g,
+                                     const float* lse_hi, const float* lse_lo, const float* coef, const float* g,
                                      int64_t B, int64_t M, int64_t d, float inv_tau,
                                      float* grad_anchors, cudaStream_t stream);
 cudaError_t contrastive_grad_candidates(const float* anchors, const float* candidates,
                                         const int64_t* positives, const int64_t* exclude,
-                                        const float* lse, const float* coef, const float* g,
+                                        const float* lse_hi, const float* lse_lo, const float* coef, const float* g,
                                         int64_t B, int64_t M, int64_t d,
                                         float* grad_candidates, cudaStream_t stream);
 // Trie-masked beam step (math: csrc/cpu/trie_kernel.h). node [Q*B] int64, log_probs rows of

@@ -102,7 +102,8 @@ int check(int64_t B, int64_t M, int64_t d, bool with_exclude, bool normalize, do
   const auto want = naive(a, c, B, M, d, pos, excl, tau, normalize, g);
 
   std::vector<T> at(a.begin(), a.end()), ct(c.begin(), c.end()), gt(g.begin(), g.end());
-  std::vector<T> loss(B), lse(B), ga(B * d), gc(M * d);
+  std::vector<T> loss(B), ga(B * d), gc(M * d);
+  std::vector<double> lse(B);  // the kernel hands lse over in double
   const ck::Problem<T> pb(at.data(), ct.data(), B, M, d, pos.data(),
                           with_exclude ? excl.data() : nullptr, static_cast<T>(tau), normalize);
   ck::forward(pb, loss.data(), lse.data());
@@ -125,7 +126,8 @@ int check(int64_t B, int64_t M, int64_t d, bool with_exclude, bool normalize, do
 int bench(int64_t B, int64_t d) {
   std::mt19937 gen(0);
   std::normal_distribution<float> normal;
-  std::vector<float> a(B * d), c(B * d), g(B, 1.0f / B), loss(B), lse(B), ga(B * d), gc(B * d);
+  std::vector<float> a(B * d), c(B * d), g(B, 1.0f / B), loss(B), ga(B * d), gc(B * d);
+  std::vector<double> lse(B);
   for (auto& x : a) x = normal(gen);
   for (auto& x : c) x = normal(gen);
   std::vector<int64_t> pos(B);
@@ -168,7 +170,10 @@ int main(int argc, char** argv) {
   for (const auto& s : shapes)
     for (int ex = 0; ex < 2; ++ex)
       for (int norm = 0; norm < 2; ++norm)
-        for (double tau : {1.0, 0.1}) {
+        for (double tau : {1.0, 0.1, 0.05}) {
+          // tau = 0.05 on normalized rows only (the usual setting): on raw N(0, 1) rows of
+          // d = 100 its logits reach ~200, whose float32 rounding alone exceeds 1e-3.
+          if (tau == 0.05 && !norm) continue;
           failures += check<float>(s[0], s[1], s[2], ex, norm, tau, seed, 1e-3);
           failures += check<double>(s[0], s[1], s[2], ex, norm, tau, seed, 1e-9);
           ++seed;

@@ -92,7 +92,7 @@ def _triton_forward(anchors: torch.Tensor, candidates: torch.Tensor, positives: 
 @_triton_forward.register_fake
 def _(anchors, candidates, positives, exclude, temperature, normalize):
     B = anchors.shape[0]
-    return anchors.new_empty(B, dtype=torch.float32), anchors.new_empty(B, dtype=torch.float32)
+    return anchors.new_empty(B, dtype=torch.float32), anchors.new_empty(B, dtype=torch.float64)  # lse: float64
 
 
 @torch.library.custom_op("letter_fast::contrastive_loss_backward_triton", mutates_args=())

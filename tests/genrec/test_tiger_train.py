@@ -112,7 +112,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # (the mark sat on free_port above, a helper, where it marked nothing)
 def test_ddp_two_cpu_processes(tmp_path):
     """torchrun with 2 CPU processes (gloo): ranks stay in sync, validation covers every user once."""
     (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))

@@ -12,7 +12,7 @@ import letter_fast as lf
 from letter_fast.ops import BackendUnavailable
 from letter_fast.ops.reference import contrastive_loss_reference
 from tests.conftest import CPU_BACKENDS, FAST_CPU_BACKENDS, needs_cuda, needs_native
-from tests.tolerances import TOLERANCES, assert_close
+from tests.tolerances import TOLERANCES, assert_close, assert_no_worse_than_pytorch
 
 SMALL_ONLY = {"triton"}  # the Triton interpreter runs numpy per program: small shapes only
 
@@ -129,11 +129,11 @@ def test_float64(backend):
     check_against_reference(backend, 50, 61, 9, True, True, 0.3, dtype=torch.float64, seed=5)
 
 
+@pytest.mark.skipif("triton" not in CPU_BACKENDS, reason="Triton interpreter not available")
 def test_float64_on_gpu_backends_is_refused():
     a, c, p, _ = make(4, 4, 3, dtype=torch.float64)
-    if "triton" in CPU_BACKENDS:
-        with pytest.raises(BackendUnavailable, match="float64 inputs run on the reference and cpu"):
-            lf.contrastive_loss(a, c, p, backend="triton")
+    with pytest.raises(BackendUnavailable, match="float64 inputs run on the reference and cpu"):
+        lf.contrastive_loss(a, c, p, backend="triton")
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -229,6 +229,39 @@ def test_property_random_shapes(B, M, d, exclude, normalize, temperature, seed):
         check_against_reference(backend, B, M, d, exclude, normalize, temperature, seed=seed)
 
 
+# Low temperatures (0.05-0.1 are usual on normalized embeddings) make |logits| ~ 1/tau: the
+# kernels must stay as accurate as PyTorch's float32 softmax there. The first case is the
+# Hypothesis example that found float32 rounding of lse costing the gradients 25x PyTorch's
+# error (the kernels now hand lse to the backward in float64).
+# (B, M, d, exclude, normalize, temperature, seed)
+LOW_TEMPERATURE_CASES = [
+    (4, 2, 1, False, False, 0.05, 0),
+    (4, 2, 1, False, False, 0.07, 0),
+    (8, 5, 3, False, False, 0.05, 1),
+    (37, 70, 20, True, True, 0.05, 1),
+    (64, 64, 32, False, True, 0.07, 2),
+    (64, 64, 32, True, False, 0.1, 3),
+    (300, 500, 32, False, True, 0.1, 6),  # the worst ratio measured for the cpu kernel: 2.8x
+    (300, 500, 32, True, False, 0.05, 2),
+    (256, 256, 128, True, True, 0.07, 7),
+]
+
+
+@pytest.mark.parametrize("backend", FAST_CPU_BACKENDS)
+@pytest.mark.parametrize("B,M,d,exclude,normalize,temperature,seed", LOW_TEMPERATURE_CASES)
+def test_low_temperature_as_accurate_as_pytorch_float32(backend, B, M, d, exclude, normalize, temperature, seed):
+    if backend in SMALL_ONLY and B * M > 5000:
+        pytest.skip("the Triton interpreter runs the small cases only")
+    anchors, candidates, positives, excl = make(B, M, d, exclude, seed=seed)
+    upstream = torch.randn(B, generator=torch.Generator().manual_seed(seed + 1))
+    kw = dict(temperature=temperature, normalize=normalize, reduction="none")
+    got = run(backend, anchors, candidates, positives, excl, upstream, **kw)
+    want = oracle(anchors, candidates, positives, excl, upstream, **kw)
+    plain = run("reference", anchors, candidates, positives, excl, upstream, **kw)  # PyTorch in float32
+    for i, name in enumerate(("loss", "grad anchors", "grad candidates")):
+        assert_no_worse_than_pytorch(got[i], want[i], plain[i], f"{backend} {name} (B={B}, M={M}, d={d}, tau={temperature})")
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -297,9 +330,12 @@ def test_unknown_and_unavailable_backends():
         lf.contrastive_loss(a, c, p, backend="fastest")
     with pytest.raises(BackendUnavailable, match="cuda backend takes CUDA tensors"):
         lf.contrastive_loss(a, c, p, backend="cuda")
-    if "triton" in CPU_BACKENDS:
-        with pytest.raises(BackendUnavailable, match="exceeds the Triton kernels' register budget"):
-            lf.contrastive_loss(torch.randn(2, 600), torch.randn(2, 600), backend="triton")
+
+
+@pytest.mark.skipif("triton" not in CPU_BACKENDS, reason="Triton interpreter not available")
+def test_triton_refuses_rows_wider_than_its_register_budget():
+    with pytest.raises(BackendUnavailable, match="exceeds the Triton kernels' register budget"):
+        lf.contrastive_loss(torch.randn(2, 600), torch.randn(2, 600), backend="triton")
 
 
 # ---------------------------------------------------------------- registration
@@ -396,7 +432,6 @@ def test_memory_stays_linear_at_32768_rows():
 
 
 @needs_cuda
-@pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("B,M,d", [(0, 7, 8), (1, 1, 1), (7, 7, 100), (1000, 4097, 32), (4097, 4097, 128)])

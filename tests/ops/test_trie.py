@@ -114,8 +114,8 @@ def test_opcheck():
 
 
 def test_forced_unavailable_backend_says_why():
-    args = step_inputs(50, 2, 5, 0, 1, 1)  # CPU tensors: the cuda backend cannot take them on any machine
-    with pytest.raises(BackendUnavailable, match="cuda backend takes CUDA tensors"):
+    args = step_inputs(50, 2, 5, 0, 1, 1)  # CPU tensors: the cuda backend cannot take them, GPU or not
+    with pytest.raises(BackendUnavailable, match="cuda backend takes CUDA tensors, got cpu tensors"):
         trie_step(*args, 1, 2, backend="cuda")
 
 

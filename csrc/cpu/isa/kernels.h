@@ -69,7 +69,7 @@ void K::residual_quantize(const T* z, int64_t stride_row, int64_t stride_col, in
 template <typename T>
 void K::contrastive_loss_forward(const T* anchors, const T* candidates, int64_t B, int64_t M,
                                  int64_t d, const int64_t* positives, const int64_t* exclude,
-                                 T temperature, bool normalize, T* loss, T* lse) {
+                                 T temperature, bool normalize, T* loss, double* lse) {
   const kern::contrastive::Problem<T> problem(anchors, candidates, B, M, d, positives, exclude,
                                               temperature, normalize);
   kern::contrastive::forward(problem, loss, lse);
@@ -79,7 +79,7 @@ template <typename T>
 void K::contrastive_loss_backward(const T* anchors, const T* candidates, int64_t B, int64_t M,
                                   int64_t d, const int64_t* positives, const int64_t* exclude,
                                   T temperature, bool normalize, const T* grad_loss,
-                                  const T* grad_lse, const T* lse, T* grad_anchors,
+                                  const T* grad_lse, const double* lse, T* grad_anchors,
                                   T* grad_candidates) {
   const kern::contrastive::Problem<T> problem(anchors, candidates, B, M, d, positives, exclude,
                                               temperature, normalize);
@@ -144,10 +144,10 @@ void K::trie_constrain_logits(const int64_t* ids, int64_t ids_stride, int64_t r_
                                         int64_t, int64_t, int64_t, int64_t*, T*);
 #define LF_CONTRASTIVE(T)                                                                     \
   template void K::contrastive_loss_forward<T>(const T*, const T*, int64_t, int64_t, int64_t, \
-                                               const int64_t*, const int64_t*, T, bool, T*, T*); \
+                                               const int64_t*, const int64_t*, T, bool, T*, double*); \
   template void K::contrastive_loss_backward<T>(const T*, const T*, int64_t, int64_t, int64_t, \
                                                 const int64_t*, const int64_t*, T, bool,       \
-                                                const T*, const T*, const T*, T*, T*);
+                                                const T*, const T*, const double*, T*, T*);
 #define LF_ATTEND(T)                                                                          \
   template void K::beam_attention<T>(const std::vector<const T*>&, const int64_t*,           \
                                      const float*, int64_t, int64_t, int64_t, T*);

@@ -4,14 +4,22 @@ Three kernels, none of which stores the [B, M] logits:
 
 * forward: one program owns BLOCK_B anchors and streams the candidates in tiles of BLOCK_M
   (``tl.dot`` with IEEE float32, no TF32), keeping an online log-sum-exp (running max and sum)
-  per row; it writes ``lse_i`` and ``loss_i = lse_i - s_{i, p_i}``;
+  per row; it writes ``lse_i`` (in float64) and ``loss_i = lse_i - s_{i, p_i}``;
 * backward for the anchors: one program per BLOCK_B anchors recomputes each tile,
-  ``W = coef * exp(s - lse) - g [j = p_i]`` and accumulates ``W @ C``;
+  ``W = coef * exp((s - lse_hi) - lse_lo) - g [j = p_i]`` and accumulates ``W @ C``;
 * backward for the candidates: one program per BLOCK_M candidates walks all anchors and
   accumulates ``W^T @ A``. Each output row has one owner: no atomics, deterministic.
 
 The launchers normalize rows (when asked) and fold ``1 / tau`` into the anchors with plain torch
 ops, O((B + M) d), and apply the normalization's Jacobian to the gradients the same way.
+
+Why ``lse`` travels in float64 and is split into two float32 parts ``lse_hi + lse_lo``: at low
+temperatures ``|lse| ~ |s| / tau`` is large, and its float32 rounding (up to half an ulp, ~2e-6 at
+|lse| ~ 40) would scale all of a row's softmax weights by one common ``1 + delta``; where one
+candidate dominates, ``W`` near ``P - onehot`` then carries an absolute error ``delta`` where
+PyTorch's float32 softmax has ~6e-8 (measured: 20-30x its gradient error at tau = 0.05).
+``s - lse_hi`` is exact for the logits that matter, so ``(s - lse_hi) - lse_lo`` keeps float32
+accuracy. (Kernel notes: csrc/cpu/contrastive_loss_kernel.h.)
 """
 
 from __future__ import annotations
@@ -51,25 +59,26 @@ def _forward_kernel(
         shift = tl.where(new_max == float("-inf"), 0.0, new_max)
         run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(s - shift[:, None]), axis=1)
         run_max = new_max
-    lse = run_max + tl.log(run_sum)
+    log_sum = tl.log(run_sum)
     pos = tl.load(pos_ptr + rows, mask=row_ok, other=0)
     cp = tl.load(c_ptr + pos[:, None] * D + dims[None, :], mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
     positive_logit = tl.sum(a * cp, axis=1)
-    tl.store(lse_ptr + rows, lse, mask=row_ok)
-    tl.store(loss_ptr + rows, lse - positive_logit, mask=row_ok)
+    tl.store(lse_ptr + rows, run_max.to(tl.float64) + log_sum.to(tl.float64), mask=row_ok)
+    # (max - s_p) + log(sum), not lse - s_p: a small loss would inherit lse's float32 rounding.
+    tl.store(loss_ptr + rows, (run_max - positive_logit) + log_sum, mask=row_ok)
 
 
 @triton.jit
-def _weights(s, cols, col_ok, excl, pos, lse, coef, g):
-    """W_ij = coef_i exp(s_ij - lse_i) - g_i [j = p_i], 0 for masked j."""
+def _weights(s, cols, col_ok, excl, pos, lse_hi, lse_lo, coef, g):
+    """W_ij = coef_i exp((s_ij - lse_hi_i) - lse_lo_i) - g_i [j = p_i], 0 for masked j."""
     keep = col_ok[None, :] & (cols[None, :] != excl[:, None])
-    p = tl.where(keep, tl.exp(s - lse[:, None]), 0.0)
+    p = tl.where(keep, tl.exp((s - lse_hi[:, None]) - lse_lo[:, None]), 0.0)
     return coef[:, None] * p - tl.where(cols[None, :] == pos[:, None], g[:, None], 0.0)
 
 
 @triton.jit
 def _grad_anchors_kernel(
-    a_ptr, c_ptr, pos_ptr, excl_ptr, lse_ptr, coef_ptr, g_ptr, out_ptr,
+    a_ptr, c_ptr, pos_ptr, excl_ptr, hi_ptr, lo_ptr, coef_ptr, g_ptr, out_ptr,
     B, M, D, inv_tau,
     HAS_EXCLUDE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -80,7 +89,8 @@ def _grad_anchors_kernel(
     a = tl.load(a_ptr + rows[:, None] * D + dims[None, :], mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
     excl = tl.load(excl_ptr + rows, mask=row_ok, other=-1) if HAS_EXCLUDE else rows * 0 - 1
     pos = tl.load(pos_ptr + rows, mask=row_ok, other=-1)
-    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
+    lse_hi = tl.load(hi_ptr + rows, mask=row_ok, other=0.0)
+    lse_lo = tl.load(lo_ptr + rows, mask=row_ok, other=0.0)
     coef = tl.load(coef_ptr + rows, mask=row_ok, other=0.0)
     g = tl.load(g_ptr + rows, mask=row_ok, other=0.0)
     acc = tl.zeros((BLOCK_B, BLOCK_D), dtype=tl.float32)
@@ -89,14 +99,14 @@ def _grad_anchors_kernel(
         col_ok = cols < M
         c = tl.load(c_ptr + cols[:, None] * D + dims[None, :], mask=col_ok[:, None] & dim_ok[None, :], other=0.0)
         s = tl.dot(a, tl.trans(c), input_precision="ieee")
-        w = _weights(s, cols, col_ok, excl, pos, lse, coef, g)
+        w = _weights(s, cols, col_ok, excl, pos, lse_hi, lse_lo, coef, g)
         acc += tl.dot(w, c, input_precision="ieee")
     tl.store(out_ptr + rows[:, None] * D + dims[None, :], acc * inv_tau, mask=row_ok[:, None] & dim_ok[None, :])
 
 
 @triton.jit
 def _grad_candidates_kernel(
-    a_ptr, c_ptr, pos_ptr, excl_ptr, lse_ptr, coef_ptr, g_ptr, out_ptr,
+    a_ptr, c_ptr, pos_ptr, excl_ptr, hi_ptr, lo_ptr, coef_ptr, g_ptr, out_ptr,
     B, M, D,
     HAS_EXCLUDE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -112,11 +122,12 @@ def _grad_candidates_kernel(
         a = tl.load(a_ptr + rows[:, None] * D + dims[None, :], mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
         excl = tl.load(excl_ptr + rows, mask=row_ok, other=-1) if HAS_EXCLUDE else rows * 0 - 1
         pos = tl.load(pos_ptr + rows, mask=row_ok, other=-1)
-        lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
+        lse_hi = tl.load(hi_ptr + rows, mask=row_ok, other=0.0)
+        lse_lo = tl.load(lo_ptr + rows, mask=row_ok, other=0.0)
         coef = tl.load(coef_ptr + rows, mask=row_ok, other=0.0)
         g = tl.load(g_ptr + rows, mask=row_ok, other=0.0)
         s = tl.dot(a, tl.trans(c), input_precision="ieee")
-        w = _weights(s, cols, col_ok, excl, pos, lse, coef, g)
+        w = _weights(s, cols, col_ok, excl, pos, lse_hi, lse_lo, coef, g)
         # the anchors carry 1/tau already, so this is dL/dc directly
         acc += tl.dot(tl.trans(w), a, input_precision="ieee")
     tl.store(out_ptr + cols[:, None] * D + dims[None, :], acc, mask=col_ok[:, None] & dim_ok[None, :])
@@ -155,11 +166,11 @@ def _prepare(anchors, candidates, positives, exclude, temperature, normalize):
 
 
 def contrastive_forward_triton(anchors, candidates, positives, exclude, temperature, normalize):
-    """Per-row loss and log-sum-exp, float32 [B]; inputs already validated."""
+    """Per-row loss (float32 [B]) and log-sum-exp (float64 [B]); inputs already validated."""
     B, d = anchors.shape
     M = candidates.shape[0]
     loss = torch.empty(B, dtype=torch.float32, device=anchors.device)
-    lse = torch.empty(B, dtype=torch.float32, device=anchors.device)
+    lse = torch.empty(B, dtype=torch.float64, device=anchors.device)
     if B == 0:
         return loss, lse
     _, _, a_scaled, c, _, pos, excl = _prepare(anchors, candidates, positives, exclude, temperature, normalize)
@@ -183,15 +194,16 @@ def contrastive_backward_triton(grad_loss, grad_lse, anchors, candidates, positi
             anchors, candidates, positives, exclude, temperature, normalize)
         g = grad_loss.float().contiguous()
         coef = (g + grad_lse.float()).contiguous()
-        lse = lse.float().contiguous()
+        lse_hi = lse.float()
+        lse_lo = (lse.double() - lse_hi.double()).float()  # lse = lse_hi + lse_lo
         block_b, block_m, block_d = _blocks(d)
         common = dict(HAS_EXCLUDE=exclude is not None, BLOCK_B=block_b, BLOCK_M=block_m, BLOCK_D=block_d)
         if anchors_grad:
             _grad_anchors_kernel[(triton.cdiv(B, block_b),)](
-                a_scaled, c, pos, excl, lse, coef, g, grad_a, B, M, d, 1.0 / temperature, **common)
+                a_scaled, c, pos, excl, lse_hi, lse_lo, coef, g, grad_a, B, M, d, 1.0 / temperature, **common)
             grad_a = _unit_rows_backward(a, a_norm, grad_a)
         if candidates_grad:
             _grad_candidates_kernel[(triton.cdiv(M, block_m),)](
-                a_scaled, c, pos, excl, lse, coef, g, grad_c, B, M, d, **common)
+                a_scaled, c, pos, excl, lse_hi, lse_lo, coef, g, grad_c, B, M, d, **common)
             grad_c = _unit_rows_backward(c, c_norm, grad_c)
     return grad_a.to(anchors.dtype), grad_c.to(candidates.dtype)
