@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import RESULTS, Case, append_markdown, run_cases  # noqa: E402
 from letter_fast.genrec import ItemIndex, constrained_beam_search  # noqa: E402
-from letter_fast.ops import trie_step  # noqa: E402
 from letter_fast.genrec.hf import TrieLogitsProcessor  # noqa: E402
+from letter_fast.ops import trie_step  # noqa: E402
 
 L, N = 4, 256
 QUERIES, BEAMS = 256, 20

@@ -26,8 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from letter_fast.cli import main as cli_main  # noqa: E402
 from benchmarks.harness import write_csv  # noqa: E402
+from letter_fast.cli import main as cli_main  # noqa: E402
 from letter_fast.io import atomic_write  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from letter_fast.cli import main as cli_main  # noqa: E402
 from benchmarks.harness import write_csv  # noqa: E402
+from letter_fast.cli import main as cli_main  # noqa: E402
 from letter_fast.io import atomic_write  # noqa: E402
 
 NAME = "scientific_tiger"

@@ -108,7 +108,7 @@ KILL_ENV = "LETTER_FAST_TEST_KILL_AT"
 _kill_counts: dict[str, int] = {}
 
 
-def kill_point(event: str, partial: "Path | None" = None, name: str = "") -> None:
+def kill_point(event: str, partial: Path | None = None, name: str = "") -> None:
     """Test-only: die by a real ``SIGKILL`` at the ``n``-th ``event`` of this process when
     ``LETTER_FAST_TEST_KILL_AT=event:n`` (or ``event:name:n``, counting only events about the file ``name``) is
     set; no effect otherwise (one environment lookup).

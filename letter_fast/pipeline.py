@@ -51,7 +51,7 @@ class PipelineConfig:
     seed: int = _setting(0, "random seed of every stage (and of the synthetic catalog)")
     device: str = _setting("auto", "auto | cpu | cuda | cuda:N")
 
-    def check(self) -> "PipelineConfig":
+    def check(self) -> PipelineConfig:
         from letter_fast.tokenizer.config import VARIANTS
 
         if self.variant not in VARIANTS:

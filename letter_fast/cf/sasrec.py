@@ -88,7 +88,7 @@ class SASRecConfig:
     threads: int = field(default=1, metadata={"help": "torch CPU threads (0 = torch's default); at d = 32 the "
                                                       "ops are tiny and 1 thread is fastest on a shared CPU"})
 
-    def check(self) -> "SASRecConfig":
+    def check(self) -> SASRecConfig:
         positive = ("dim", "num_blocks", "num_heads", "max_len", "batch_size", "epochs", "patience", "eval_every",
                     "checkpoint_every", "eval_batch_size")
         for name in positive:

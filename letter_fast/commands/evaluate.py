@@ -31,7 +31,7 @@ class EvaluateConfig:
     batch_size: int = field(default=256, metadata={"help": "users per beam-search batch"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
 
-    def check(self) -> "EvaluateConfig":
+    def check(self) -> EvaluateConfig:
         if self.split not in ("test", "valid"):
             raise ValueError(f"--split must be test or valid, got {self.split!r}")
         if self.num_beams < 10:

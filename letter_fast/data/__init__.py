@@ -17,8 +17,15 @@ from letter_fast.data.formats import (
     write_inter_json,
     write_item_json,
 )
+from letter_fast.data.splits import (
+    PAD,
+    LeaveOneOutSplit,
+    SequenceSamples,
+    leave_one_out,
+    split_dataset,
+    training_windows,
+)
 from letter_fast.data.synthetic import make_synthetic_catalog
-from letter_fast.data.splits import PAD, LeaveOneOutSplit, SequenceSamples, leave_one_out, split_dataset, training_windows
 
 __all__ = [
     "DataFormatError", "Dataset", "code_token", "codes_to_index", "find_dataset_folder", "index_to_codes",

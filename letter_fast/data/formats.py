@@ -48,7 +48,7 @@ def _read_json(path: PathLike, what: str):
     if path.is_dir():
         raise DataFormatError(f"{path} is a folder, expected a {what} json file")
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{path}: not valid json ({exc})") from exc

@@ -45,17 +45,17 @@ class SequenceSamples:
         """``[S, H]`` bool, True where ``history`` holds an item."""
         return self.history != PAD
 
-    def __getitem__(self, index) -> "SequenceSamples":
+    def __getitem__(self, index) -> SequenceSamples:
         """Rows selected by an index tensor, slice or int list (a batch)."""
         return SequenceSamples(self.history[index], self.lengths[index], self.target[index], self.user[index],
                                self.padding_side)
 
-    def to(self, device) -> "SequenceSamples":
+    def to(self, device) -> SequenceSamples:
         return SequenceSamples(self.history.to(device), self.lengths.to(device), self.target.to(device),
                                self.user.to(device), self.padding_side)
 
     def batches(self, batch_size: int, *, shuffle: bool = False,
-                generator: Optional[torch.Generator] = None) -> Iterator["SequenceSamples"]:
+                generator: Optional[torch.Generator] = None) -> Iterator[SequenceSamples]:
         """Yield batches of at most ``batch_size`` rows (a random order per call when ``shuffle``)."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")

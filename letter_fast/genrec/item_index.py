@@ -153,7 +153,7 @@ class ItemIndex:
         allow_collisions: bool = False,
         *,
         backend: Optional[str] = None,
-    ) -> "ItemIndex":
+    ) -> ItemIndex:
         """Build the index from ``codes [V, L]`` (row ``v`` is the identifier of item ``item_ids[v]``).
 
         ``item_ids`` (default ``arange(V)``): distinct non-negative integers. ``num_codes``: the
@@ -249,7 +249,7 @@ class ItemIndex:
         )
 
     # ------------------------------------------------------------------ device and files
-    def to(self, device) -> "ItemIndex":
+    def to(self, device) -> ItemIndex:
         """A copy on ``device`` (self when already there)."""
         device = torch.device(device)
         if device == self.device:
@@ -280,7 +280,7 @@ class ItemIndex:
         return io.save_torch(state, path)
 
     @classmethod
-    def load(cls, path, device=None) -> "ItemIndex":
+    def load(cls, path, device=None) -> ItemIndex:
         """Read an index written by :meth:`save` (onto ``device``, default CPU)."""
         path = Path(path)
         if not path.exists():

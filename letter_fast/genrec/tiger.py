@@ -67,7 +67,7 @@ class CodeVocabulary:
         return tokens.long() - NUM_SPECIAL_TOKENS - levels * self.num_codes
 
     @classmethod
-    def for_codes(cls, codes: torch.Tensor, num_codes: Optional[int] = None) -> "CodeVocabulary":
+    def for_codes(cls, codes: torch.Tensor, num_codes: Optional[int] = None) -> CodeVocabulary:
         """The vocabulary of an item-code table ``[V, L]`` (``num_codes`` defaults to the largest code + 1)."""
         check_item_codes(codes, num_codes)
         n = int(num_codes) if num_codes is not None else int(codes.max()) + 1
@@ -154,10 +154,10 @@ class TigerSequences:
             ids, mask, labels = ids.to(device, non_blocking=True), mask.to(device), labels.to(device)
         return ids, mask.long(), labels
 
-    def to(self, device) -> "TigerSequences":
+    def to(self, device) -> TigerSequences:
         return TigerSequences(*(t.to(device) for t in (self.input_ids, self.lengths, self.labels, self.targets)))
 
-    def subset(self, index: torch.Tensor) -> "TigerSequences":
+    def subset(self, index: torch.Tensor) -> TigerSequences:
         index = index.to(self.input_ids.device)
         width = max(int(self.lengths[index].max()) if index.numel() else 1, 1)
         return TigerSequences(self.input_ids[index, :width], self.lengths[index], self.labels[index],

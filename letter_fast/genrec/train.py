@@ -34,6 +34,7 @@ from typing import Optional
 
 import torch
 
+from letter_fast.config import config_from_mapping, subconfig
 from letter_fast.genrec.tiger import (
     CodeVocabulary,
     TigerModelConfig,
@@ -42,7 +43,6 @@ from letter_fast.genrec.tiger import (
     sequences_from_samples,
     tiger_loss,
 )
-from letter_fast.config import config_from_mapping, subconfig
 from letter_fast.io import atomic_write
 from letter_fast.training import (  # noqa: F401  (resolve_device, Distributed: re-exported for callers)
     BestTracker,

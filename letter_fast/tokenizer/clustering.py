@@ -14,6 +14,7 @@ from scipy.optimize import linear_sum_assignment
 
 from letter_fast.nn.kmeans import kmeans, kmeans_plus_plus, squared_distances  # noqa: F401  (re-exported)
 
+
 def constrained_assignment(dist: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
     """Assign n points to k clusters minimizing total distance with every size in [min, max].
 

@@ -83,7 +83,7 @@ class TokenizerModelConfig:
 class TokenizeConfig(TokenizerTrainConfig, TokenizerModelConfig, TokenizerVariantConfig):
     """The LETTER tokenizer (RQ-VAE + CF and diversity regularization): variant, model and training settings."""
 
-    def check(self) -> "TokenizeConfig":
+    def check(self) -> TokenizeConfig:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         return self
