@@ -14,8 +14,6 @@ machine is shared. Usage::
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import RESULTS, Case, append_markdown, run_cases  # noqa: E402
+from benchmarks.harness import Case, append_markdown, quick_args, run_cases, shared_machine_note  # noqa: E402
 from letter_fast.ops import backends, beam_attention, extend_ancestors  # noqa: E402
 from letter_fast.ops.reference import beam_attention_reference  # noqa: E402
 
@@ -64,19 +62,12 @@ def cases(sizes, beams: int = 20) -> list[Case]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    args = parser.parse_args(argv)
+    args = quick_args(__doc__, argv)
     sizes = [(8, 1), (8, 4)] if args.quick else [(users, t) for t in (1, 4) for users in (32, 128, 256)]
     run_cases(NAME, cases(sizes), repeat=3 if args.quick else 9, min_seconds=0.05 if args.quick else 0.3,
               plot_x="rows", out_dir=args.out)
-    command = "python benchmarks/bench_beam_attention.py" + (" --quick" if args.quick else "")
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    append_markdown(NAME, f"Command: `{command}`. Sizes are modest (at most 5120 rows, beams = 20) because the machine is shared "
-                          f"with other jobs (load average {load} over 1 / 5 / 15 min at the end of this run, on "
-                          f"{os.cpu_count()} cores): single timings are noisy, compare the two backends within a row.",
-                    args.out)
+    note = shared_machine_note("benchmarks/bench_beam_attention.py", args.quick, sizes="at most 5120 rows, beams = 20")
+    append_markdown(NAME, note, args.out)
 
 if __name__ == "__main__":
     main()

@@ -80,7 +80,8 @@ def cases(sizes, device="cpu", reference_limit_gb=REFERENCE_LIMIT_GB, dtype=torc
             once = dict(warmup=0, repeat=1) if B >= single_call_from else {}
             logits_gb = B * B * 4 / 1e9
             if logits_gb > reference_limit_gb:
-                note = f"not run: its [B, B] float32 logits alone need {logits_gb:.0f} GB (> {reference_limit_gb:g} GB guard)"
+                note = (f"not run: its [B, B] float32 logits alone need {logits_gb:.0f} GB "
+                        f"(> {reference_limit_gb:g} GB guard)")
                 out.append(Case(NAME, "reference", params, refused(note), device, reference=True))
             else:
                 out.append(Case(NAME, "reference", params, step_factory(B, d, "reference", device, dtype), device,
@@ -94,8 +95,10 @@ def target_check(rows, speed_target: float, memory_target: float, at_B: int, tit
     lines = [f"## Target check ({title}): forward + backward, letter_fast vs the reference", "",
              f"Targets: >= {speed_target:g}x faster than the reference at B = {at_B}"
              + (f", >= {memory_target:g}x less peak extra memory" if memory_target else "")
-             + "; at every size the extra memory should stay O(B d) (column: multiple of one [B, d] float32 matrix).", "",
-             "| params | impl | ms | speedup | peak extra MB (ours / reference) | memory ratio | ours / (B d 4 bytes) | target |",
+             + "; at every size the extra memory should stay O(B d) "
+               "(column: multiple of one [B, d] float32 matrix).", "",
+             "| params | impl | ms | speedup | peak extra MB (ours / reference) | memory ratio "
+             "| ours / (B d 4 bytes) | target |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         if not row["impl"].startswith("letter_fast-"):
@@ -120,7 +123,8 @@ def target_check(rows, speed_target: float, memory_target: float, at_B: int, tit
             verdict = "runs where the reference does not"
         fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
         lines.append(f"| {row['params']} | {row['impl']} | {row['median_ms']:.1f} | {fmt(speed, '.2f')} | "
-                     f"{fmt(ours_mb, '.1f')} / {fmt(ref_mb, '.1f')} | {fmt(mem_ratio, '.0f')} | {fmt(linear, '.1f')} | {verdict} |")
+                     f"{fmt(ours_mb, '.1f')} / {fmt(ref_mb, '.1f')} | {fmt(mem_ratio, '.0f')} | "
+                     f"{fmt(linear, '.1f')} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -153,14 +157,17 @@ def gpu_check(out_dir: Path) -> None:
     """On a CUDA machine: check the cuda and triton backends, then time them against the targets."""
     if not torch.cuda.is_available():
         raise RuntimeError(f"gpu_check {NAME}: no CUDA GPU visible")
-    gpu_backends = [b for b in ("cuda", "triton") if backends.reason("contrastive_loss", b, torch.device("cuda")) is None]
+    gpu_backends = [b for b in ("cuda", "triton")
+                    if backends.reason("contrastive_loss", b, torch.device("cuda")) is None]
     if not gpu_backends:
         raise RuntimeError(f"gpu_check {NAME}: neither the cuda nor the triton backend runs here: "
                            f"{backends.available(torch.device('cuda'))}")
     for backend in gpu_backends:
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
-            for B, M, d, exclude, normalize, tau in [(1, 2, 1, True, False, 1.0), (1000, 777, 100, True, False, 0.5),
-                                                     (4097, 4097, 128, True, True, 0.1), (16384, 16384, 32, False, False, 1.0)]:
+            for B, M, d, exclude, normalize, tau in [(1, 2, 1, True, False, 1.0),
+                                                     (1000, 777, 100, True, False, 0.5),
+                                                     (4097, 4097, 128, True, True, 0.1),
+                                                     (16384, 16384, 32, False, False, 1.0)]:
                 _check_backend_on_gpu(backend, B, M, d, exclude, normalize, tau, dtype)
         print(f"gpu_check {NAME}: {backend} matches the reference", flush=True)
     sizes = [(B, d) for d in (32, 128) for B in (4096, 16384, 65536)]

@@ -111,7 +111,8 @@ def target_check(rows) -> str:
         ref = next((r for r in rows if r["_group"] == group and r["impl"] == "reference-matmul"), None)
         if not (other and ours):
             continue
-        mem = f"{ours['peak_extra_mb']:.1f} / {ref['peak_extra_mb']:.1f}" if ref and ref["peak_extra_mb"] is not None and ours["peak_extra_mb"] is not None else "—"
+        measured = ref and ref["peak_extra_mb"] is not None and ours["peak_extra_mb"] is not None
+        mem = f"{ours['peak_extra_mb']:.1f} / {ref['peak_extra_mb']:.1f}" if measured else "—"
         lines.append(f"| {ours['params']} | {other['impl']} | {other['median_ms']:.2f} | {ours['impl']} | "
                      f"{ours['median_ms']:.2f} | {other['median_ms'] / ours['median_ms']:.2f}x | {mem} |")
     return "\n".join(lines)
@@ -124,7 +125,8 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--name", default=NAME, help="results file stem")
     args = parser.parse_args(argv)
-    sizes = [(2000, 32), (2000, 128)] if args.quick else [(B, d) for d in (32, 128) for B in (10_000, 100_000, 1_000_000)]
+    sizes = ([(2000, 32), (2000, 128)] if args.quick
+             else [(B, d) for d in (32, 128) for B in (10_000, 100_000, 1_000_000)])
     rows = run_cases(args.name, cases(sizes, args.device), repeat=3 if args.quick else 5,
                      min_seconds=0.05 if args.quick else 0.5, plot_x="B", out_dir=args.out)
     summary = target_check(rows)

@@ -12,8 +12,6 @@ Sizes are modest because the benchmark machine is shared. Usage::
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import RESULTS, Case, append_markdown, run_cases  # noqa: E402
+from benchmarks.harness import Case, append_markdown, quick_args, run_cases, shared_machine_note  # noqa: E402
 from letter_fast.ops import backends, sinkhorn_assign  # noqa: E402
 from letter_fast.ops.reference import sinkhorn_assign_reference  # noqa: E402
 
@@ -51,19 +49,12 @@ def cases(sizes, N: int = 256) -> list[Case]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    args = parser.parse_args(argv)
+    args = quick_args(__doc__, argv)
     sizes = [256, 1024] if args.quick else [1024, 4096, 16384]
     run_cases(NAME, cases(sizes), repeat=3 if args.quick else 7, min_seconds=0.05 if args.quick else 0.3,
               plot_x="B", out_dir=args.out)
-    command = "python benchmarks/bench_sinkhorn_assign.py" + (" --quick" if args.quick else "")
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    append_markdown(NAME, f"Command: `{command}`. Sizes are modest (B <= 16384, N = 256) because the machine is shared "
-                          f"with other jobs (load average {load} over 1 / 5 / 15 min at the end of this run, on "
-                          f"{os.cpu_count()} cores): single timings are noisy, compare the two backends within a row.",
-                    args.out)
+    note = shared_machine_note("benchmarks/bench_sinkhorn_assign.py", args.quick, sizes="B <= 16384, N = 256")
+    append_markdown(NAME, note, args.out)
 
 if __name__ == "__main__":
     main()

@@ -9,9 +9,10 @@ a synthetic catalog of the same shape when the data is absent), batch 128, 20 be
   with letter_fast's vectorized trie instead of the dict (separates the decoder loop's gain from the trie's);
 * ``letter_fast-decoder+trie-<backend>``: :func:`letter_fast.genrec.tiger_decoder.recommend` with one
   :class:`TigerDecoder` kept across calls, as an evaluation over many batches keeps it (encoder once per user,
-  cross-attention K/V shared by a user's beams, self-attention reading each beam's ancestors in place through ``beam_attention``) driving
-  ``constrained_beam_search`` with each trie-step backend that runs here; ``letter_fast-decoder-bf16+trie``: the same
-  with bfloat16 matmuls (AMX on this Xeon), float32 residual stream, norms and log-softmax;
+  cross-attention K/V shared by a user's beams, self-attention reading each beam's ancestors in place through
+  ``beam_attention``) driving ``constrained_beam_search`` with each trie-step backend that runs here;
+  ``letter_fast-decoder-bf16+trie``: the same with bfloat16 matmuls (AMX on this Xeon), float32 residual stream,
+  norms and log-softmax;
   ``letter_fast-decoder+trie (new decoder per call)``: a cold decoder every call (weights read, buffers allocated).
 
 One call = one batch of 128 users; users/s = 128 / median seconds. Target: at least 20x the users/s of the
@@ -74,7 +75,8 @@ def load_setup(checkpoint, data_root=None, seed: int = 0):
         from letter_fast.genrec.train import load_tiger
 
         model, vocab, _ = load_tiger(checkpoint)
-        model_note = f"trained checkpoint {Path(checkpoint).relative_to(ROOT) if Path(checkpoint).is_relative_to(ROOT) else checkpoint}"
+        shown = Path(checkpoint).relative_to(ROOT) if Path(checkpoint).is_relative_to(ROOT) else checkpoint
+        model_note = f"trained checkpoint {shown}"
     else:
         vocab = CodeVocabulary.for_codes(codes, num_codes=256)
         model = build_tiger(vocab, seed=seed).eval()
@@ -120,6 +122,11 @@ def cases(model, vocab, codes, users: TigerSequences, beams: int, device: str = 
                         device, note="HF generate's loop, letter_fast's vectorized trie"))
     # One TigerDecoder per row, built once like the model itself (an evaluation over many batches reuses one: the
     # weights are read once and the work buffers stay); the first row also times a new decoder per call.
+    def kept_decoder(decoder, **kwargs):
+        # called once per row (untimed setup); the call it returns reuses ``decoder``
+        return lambda: recommend(model, vocab, index, users, num_beams=beams, batch_size=B, device=device,
+                                 decoder=decoder, **kwargs)
+
     out.append(Case(NAME, "letter_fast-decoder+trie (new decoder per call)", params,
                     lambda: (lambda: recommend(model, vocab, index, users, num_beams=beams, batch_size=B,
                                                device=device)), device))
@@ -127,14 +134,11 @@ def cases(model, vocab, codes, users: TigerSequences, beams: int, device: str = 
         if why is not None:
             continue
         out.append(Case(NAME, f"letter_fast-decoder+trie-{backend}", params,
-                        lambda backend=backend: (lambda d=TigerDecoder(model, vocab): recommend(
-                            model, vocab, index, users, num_beams=beams, batch_size=B, device=device, backend=backend,
-                            decoder=d)),
+                        lambda backend=backend: kept_decoder(TigerDecoder(model, vocab), backend=backend),
                         device))
     out.append(Case(NAME, "letter_fast-decoder-bf16+trie", params,
-                    lambda: (lambda d=TigerDecoder(model, vocab, dtype=torch.bfloat16): recommend(
-                        model, vocab, index, users, num_beams=beams, batch_size=B, device=device,
-                        autocast_dtype=torch.bfloat16, decoder=d)),
+                    lambda: kept_decoder(TigerDecoder(model, vocab, dtype=torch.bfloat16),
+                                         autocast_dtype=torch.bfloat16),
                     device, note="bfloat16 matmuls, float32 residual/norms/log-softmax"))
     return out
 

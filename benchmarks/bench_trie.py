@@ -192,7 +192,8 @@ def step_cases(sizes):
 
 # ---------------------------------------------------------------- target checks
 def _rows(rows, impl):
-    return {dict(kv.split("=") for kv in r["params"].split())["V"]: r for r in rows if r["impl"] == impl and r["median_ms"]}
+    return {dict(kv.split("=") for kv in r["params"].split())["V"]: r
+            for r in rows if r["impl"] == impl and r["median_ms"]}
 
 
 def overhead_check(rows) -> str:
@@ -276,7 +277,8 @@ def main(argv=None):
     quick = args.quick
     import os
 
-    env_note = f"Environment: OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, torch threads {torch.get_num_threads()}."
+    env_note = (f"Environment: OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+                f"torch threads {torch.get_num_threads()}.")
     if "overhead" in parts:
         rows = run_cases("trie_constraint_overhead", overhead_cases([10**4] if quick else [10**4, 10**5, 10**6]),
                          warmup=1, repeat=3, min_seconds=0.0, plot_x="V", out_dir=args.out)
@@ -352,7 +354,8 @@ def gpu_check(out_dir: Path) -> None:
             got = trie_step(*args, beams, BEAMS, backend=backend)
             for name, a, e in zip(("parent", "code", "child", "score"), got, ref):
                 same = (a == e) | (torch.isinf(a.float()) & torch.isinf(e.float()))
-                assert bool(same.all()), f"trie_step {backend} level {level}: {name} differs in {int((~same).sum())} places"
+                assert bool(same.all()), (f"trie_step {backend} level {level}: {name} differs in "
+                                          f"{int((~same).sum())} places")
         for dtype in (torch.float16, torch.bfloat16):
             half = (args[0], args[1].to(dtype)) + args[2:]
             ref_h = trie_step(*half, beams, BEAMS, backend="reference")

@@ -59,7 +59,8 @@ def check_residual_quantize(out_dir: Path) -> None:
             codes, z_hat = lf.residual_quantize(z, cb, backend=backend)
             assert_valid_rq(z.cpu(), cb.cpu(), codes.cpu(), z_hat.cpu(), ref_codes.cpu())
             same = (codes == ref_codes).all(1).float().mean().item()
-            print(f"residual_quantize {backend} B={B} d={d} {dtype}: valid; rows identical to reference {same:.6%}", flush=True)
+            print(f"residual_quantize {backend} B={B} d={d} {dtype}: valid; rows identical to reference {same:.6%}",
+                  flush=True)
 
     cases = []
     for d in (32, 128):
@@ -72,7 +73,8 @@ def check_residual_quantize(out_dir: Path) -> None:
                     return lambda: fn(z, cb)
                 return make
 
-            cases.append(Case("residual_quantize", "reference-matmul", params, mk(residual_quantize_reference), "cuda", reference=True))
+            cases.append(Case("residual_quantize", "reference-matmul", params, mk(residual_quantize_reference), "cuda",
+                              reference=True))
             for backend in ("cuda", "triton"):
                 cases.append(Case("residual_quantize", f"letter_fast-{backend}", params,
                                   mk(lambda z, cb, b=backend: lf.residual_quantize(z, cb, backend=b)), "cuda"))

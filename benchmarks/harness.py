@@ -18,6 +18,7 @@ A case that fails (out of memory, missing peer library) is recorded with its err
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import datetime as _dt
@@ -151,7 +152,8 @@ def run_case(case: Case, warmup: int, repeat: int, min_seconds: float) -> dict:
         "op": case.op, "impl": case.impl,
         "params": " ".join(f"{k}={v}" for k, v in case.params.items()),
         "device": case.device,
-        "device_name": torch.cuda.get_device_name(0) if case.device.startswith("cuda") else (platform.processor() or platform.machine()),
+        "device_name": (torch.cuda.get_device_name(0) if case.device.startswith("cuda")
+                        else (platform.processor() or platform.machine())),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "letter_fast": _version(), "note": case.note,
     }
@@ -293,6 +295,24 @@ def append_markdown(name: str, text: str, out_dir: Path = RESULTS) -> None:
     """Add a section (e.g. a target check) to the markdown table of the latest run."""
     path = out_dir / f"{name}.md"
     _atomic_write(path, (path.read_text() if path.exists() else "") + "\n" + text.rstrip() + "\n")
+
+
+def quick_args(description: str, argv=None) -> argparse.Namespace:
+    """Parse the options of a benchmark that has no others: ``--quick`` (smoke sizes) and ``--out`` (results folder)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    return parser.parse_args(argv)
+
+
+def shared_machine_note(script: str, quick: bool, sizes: str) -> str:
+    """The closing note of a two-backend CPU benchmark's table: the command that made it, and why its sizes are modest
+    and single timings noisy (the load average at the end of the run says how busy the shared machine was)."""
+    command = f"python {script}" + (" --quick" if quick else "")
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"Command: `{command}`. Sizes are modest ({sizes}) because the machine is shared with other jobs "
+            f"(load average {load} over 1 / 5 / 15 min at the end of this run, on {os.cpu_count()} cores): "
+            "single timings are noisy, compare the two backends within a row.")
 
 
 def fastest(rows: list[dict], group: tuple, impls: set[str]) -> Optional[dict]:

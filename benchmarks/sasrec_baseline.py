@@ -97,7 +97,8 @@ def transition_baseline(name: str) -> dict:
             "valid_ndcg@10": round(out["valid"]["ndcg@10"], 4), "best_epoch": "-", "epochs_run": "-", "train_s": "-",
             "time_budget_min": 0.0, "dim": "-", "lr": "-", "batch_size": "-", "dropout": "-", "attn_dropout": "-",
             "device": "cpu", "threads": "-", "load_avg_1m": "",
-            "command": f"python benchmarks/sasrec_baseline.py --table-only --datasets {name.lower()}  (computed with the table)"}
+            "command": f"python benchmarks/sasrec_baseline.py --table-only --datasets {name.lower()}  "
+                       "(computed with the table)"}
 
 
 def command_of(name: str, out_dir: Path, cfg: dict) -> str:
@@ -128,7 +129,8 @@ def row_from_run(name: str, out_dir: Path) -> dict:
     cfg.setdefault("loss", "bce")
     ds = load_dataset(name)
     load_file = out_dir / "load_avg.txt"
-    return {"data_set": m["data_set"], "run": out_dir.name, "loss": cfg.get("loss", "bce"), "users": ds.num_users, "items": ds.num_items,
+    return {"data_set": m["data_set"], "run": out_dir.name, "loss": cfg.get("loss", "bce"), "users": ds.num_users,
+            "items": ds.num_items,
             **{k: round(v, 4) for k, v in m["test"].items()},
             "valid_ndcg@10": round(m["valid"]["ndcg@10"], 4), "best_epoch": m["best_epoch"],
             "epochs_run": m["epochs_run"], "train_s": round(train_seconds(m, out_dir)),
@@ -168,7 +170,8 @@ def write(rows: list[dict], out: Path) -> None:
               "started (blank: not recorded); train s = wall-clock training time.", "",
               "Commands (from the repository root; data root from `LETTER_FAST_DATA` or a sibling `shared/data`):", ""]
     lines += [f"    {r['command']}" for r in trained]
-    lines += ["", "Table rebuilt from the runs' metrics.json by `python benchmarks/sasrec_baseline.py --table-only`.", ""]
+    lines += ["", "Table rebuilt from the runs' metrics.json by `python benchmarks/sasrec_baseline.py --table-only`.",
+              ""]
     md = out / "sasrec_baseline.md"
     old = md.read_text() if md.exists() else ""
     notes = old[old.index("## Notes"):] if "## Notes" in old else ""  # hand-written analysis is kept

@@ -11,9 +11,9 @@ make TIGER recommend better than plain RQ-VAE identifiers, and the ranking-guide
 Both tokenizers are trained once (seed 0, same epochs) with ``letter-fast tokenize``; TIGER is
 trained per seed with ``letter-fast train-tiger`` for the same number of optimizer steps (a step
 budget, not a wall-clock one: on a shared machine a time budget gives busy and idle runs different
-amounts of training) and evaluated on all test users (full ranking, 20-beam trie-constrained search). The SASRec row comes from the
-``train-cf`` run's own test metrics on the same leave-one-out split. Finished runs are reused
-(each run folder holds its ``metrics.json``), so the script can be stopped and started again.
+amounts of training) and evaluated on all test users (full ranking, 20-beam trie-constrained search).
+The SASRec row comes from the ``train-cf`` run's own test metrics on the same leave-one-out split.
+Finished runs are reused (each run folder holds its ``metrics.json``), so the script can be stopped and started again.
 
 Writes ``benchmarks/results/scientific_tiger.{csv,md,png}``: per run and mean +- std per setting.
 
@@ -126,7 +126,8 @@ def write_results(args, rows: list[dict], indexes: dict) -> None:
     lines = ["# TIGER on Scientific: RQ-VAE vs LETTER identifiers vs LETTER + ranking loss", "",
              f"Same budget per run: {args.steps} optimizer steps of TIGER training ({args.size} model, batch 128) on "
              f"this 2-core CPU, then all test users ranked with 20-beam trie-constrained search (the best "
-             f"validation checkpoint, validation on {args.valid_users or 'all'} users after each epoch). Seeds {args.seeds} "
+             f"validation checkpoint, validation on {args.valid_users or 'all'} users after each epoch). "
+             f"Seeds {args.seeds} "
              f"(TIGER init, batch order, dropout); tokenizers trained once, {args.tokenizer_epochs} epochs, seed 0. "
              "Mean +- sample std over seeds.", "",
              "| setting | tau | " + " | ".join(METRICS) + " |", "|---|---:|" + "---:|" * len(METRICS)]

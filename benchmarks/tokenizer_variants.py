@@ -62,7 +62,8 @@ def main(argv=None) -> int:
     name = Path(args.dataset).name.lower()
     args.results.mkdir(parents=True, exist_ok=True)
     write_csv(args.results / f"tokenizer_variants_{name}.csv", rows)
-    atomic_write(args.results / f"tokenizer_variants_{name}.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=1)))
+    atomic_write(args.results / f"tokenizer_variants_{name}.json",
+                 lambda tmp: tmp.write_text(json.dumps(rows, indent=1)))
     lines = [f"# Tokenizer variants on {name} ({args.epochs} epochs each, this 2-core CPU)", "",
              "| variant | alpha | beta | collisions before re-assignment | after | codes used per level | "
              "first-level Gini | CF-pair code similarity | s/epoch |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]

@@ -43,7 +43,8 @@ def collect() -> dict:
         "backends": {str(dev): backends.available(dev) for dev in devices},
         # every device type, visible or not: which backends each op has there is worth knowing either way
         "ops": {str(dev): backends.table(dev) for dev in (torch.device("cpu"), torch.device("cuda"))},
-        "nondeterministic": {op: {"backends": names, "why": why} for op, names, why in backends.nondeterministic_notes()},
+        "nondeterministic": {op: {"backends": names, "why": why}
+                             for op, names, why in backends.nondeterministic_notes()},
     }
 
 

@@ -91,7 +91,8 @@ def topk_metrics(ranks: torch.Tensor, ks: Iterable[int] = (5, 10)) -> dict[str, 
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
-    return "  ".join(f"{name} {value:.4f}" if not math.isnan(value) else f"{name} nan" for name, value in metrics.items())
+    return "  ".join(f"{name} {value:.4f}" if not math.isnan(value) else f"{name} nan"
+                     for name, value in metrics.items())
 
 
 __all__ = ["recall_at_k", "ndcg_at_k", "ranks_from_scores", "ranks_from_topk", "topk_metrics", "format_metrics"]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -48,6 +49,33 @@ def run(argv: list[str]) -> None:
     assert cli_main(argv) == 0
 
 
+def reference_run(argv_for: Callable[[Path], list[str]], tmp_path_factory, name: str) -> Path:
+    """The uninterrupted run a module-scoped fixture keeps for its tests to compare against: ``argv_for(out)``, in
+    process, with one thread (the function-scoped ``one_thread`` fixture is not active yet when it runs)."""
+    out = tmp_path_factory.mktemp(name) / "reference"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(argv_for(out))
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def assert_rerun_gives_the_same_bytes(argv_for: Callable[[Path], list[str]], reference: Path, tmp_path: Path) -> None:
+    run(argv_for(tmp_path / "again"))
+    assert_same_files(reference, tmp_path / "again")
+
+
+def assert_restart_ends_like_reference(argv_for: Callable[[Path], list[str]], reference: Path, tmp_path: Path,
+                                       kill_at: str) -> None:
+    """Kill a run at ``kill_at``, start the same command again: it must end with the reference's files."""
+    out = tmp_path / "killed"
+    killed_run(argv_for(out), kill_at)
+    run(argv_for(out))
+    assert_same_files(reference, out)
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     # the subprocesses run with one thread: the in-process runs must too (a different thread count may change
@@ -66,17 +94,17 @@ TOKENIZE = ["tokenize", "--synthetic", "--variant", "letter", "--epochs", "6", "
             "--diversity-max-size", "16", "--no-progress"]   # 1,024 items, 4 steps per epoch, 24 steps
 
 
+def tokenize_argv(out):
+    return TOKENIZE + ["--out-dir", str(out)]
+
+
 @pytest.fixture(scope="module")
 def tokenize_reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok") / "reference"
-    torch.set_num_threads(1)
-    run(TOKENIZE + ["--out-dir", str(out)])
-    return out
+    return reference_run(tokenize_argv, tmp_path_factory, "tok")
 
 
 def test_tokenize_twice_gives_the_same_bytes(tokenize_reference, tmp_path):
-    run(TOKENIZE + ["--out-dir", str(tmp_path / "again")])
-    assert_same_files(tokenize_reference, tmp_path / "again")
+    assert_rerun_gives_the_same_bytes(tokenize_argv, tokenize_reference, tmp_path)
     assert (tokenize_reference / "Synthetic.index.json").exists() and (tokenize_reference / "timing.json").exists()
 
 
@@ -84,7 +112,7 @@ def test_tokenize_twice_gives_the_same_bytes(tokenize_reference, tmp_path):
                                      "write:tokenizer.ckpt:2"])  # half-way through writing the epoch-4 checkpoint
 def test_tokenize_killed_and_restarted_ends_like_an_uninterrupted_run(tokenize_reference, tmp_path, kill_at):
     out = tmp_path / "killed"
-    argv = TOKENIZE + ["--out-dir", str(out)]
+    argv = tokenize_argv(out)
     killed_run(argv, kill_at)
     if kill_at.startswith("write"):
         assert list(out.glob(".tokenizer.ckpt.*.tmp")), "the kill should leave a half-written checkpoint behind"
@@ -111,25 +139,18 @@ def train_cf_argv(folder, out):
 
 @pytest.fixture(scope="module")
 def cf_reference(cf_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cfref") / "reference"
-    run(train_cf_argv(cf_data, out))
-    return out
+    return reference_run(lambda out: train_cf_argv(cf_data, out), tmp_path_factory, "cfref")
 
 
 def test_train_cf_twice_gives_the_same_bytes(cf_data, cf_reference, tmp_path):
-    run(train_cf_argv(cf_data, tmp_path / "again"))
-    assert_same_files(cf_reference, tmp_path / "again")
+    assert_rerun_gives_the_same_bytes(lambda out: train_cf_argv(cf_data, out), cf_reference, tmp_path)
 
 
 @pytest.mark.parametrize("kill_at", ["step:13",                   # epoch 3, after the epoch-2 checkpoint
                                      pytest.param("write:sasrec.ckpt.pt:2",   # inside the epoch-4 checkpoint write
                                                   marks=pytest.mark.slow)])
 def test_train_cf_killed_and_restarted_ends_like_an_uninterrupted_run(cf_data, cf_reference, tmp_path, kill_at):
-    out = tmp_path / "killed"
-    argv = train_cf_argv(cf_data, out)
-    killed_run(argv, kill_at)
-    run(argv)
-    assert_same_files(cf_reference, out)
+    assert_restart_ends_like_reference(lambda out: train_cf_argv(cf_data, out), cf_reference, tmp_path, kill_at)
 
 
 # ------------------------------------------------------------------------------------------------------- TIGER
@@ -158,14 +179,11 @@ def train_tiger_argv(data, out):
 
 @pytest.fixture(scope="module")
 def tiger_reference(tiger_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tigerref") / "reference"
-    run(train_tiger_argv(tiger_data, out))
-    return out
+    return reference_run(lambda out: train_tiger_argv(tiger_data, out), tmp_path_factory, "tigerref")
 
 
 def test_train_tiger_twice_gives_the_same_bytes(tiger_data, tiger_reference, tmp_path):
-    run(train_tiger_argv(tiger_data, tmp_path / "again"))
-    assert_same_files(tiger_reference, tmp_path / "again")
+    assert_rerun_gives_the_same_bytes(lambda out: train_tiger_argv(tiger_data, out), tiger_reference, tmp_path)
     assert (tiger_reference / "metrics.json").exists() and (tiger_reference / "best.pt").exists()
 
 
@@ -174,11 +192,8 @@ def test_train_tiger_twice_gives_the_same_bytes(tiger_data, tiger_reference, tmp
                                      "write:checkpoint.pt:3"])    # inside the third checkpoint write
 def test_train_tiger_killed_and_restarted_ends_like_an_uninterrupted_run(tiger_data, tiger_reference, tmp_path,
                                                                          kill_at):
-    out = tmp_path / "killed"
-    argv = train_tiger_argv(tiger_data, out)
-    killed_run(argv, kill_at)
-    run(argv)
-    assert_same_files(tiger_reference, out)
+    assert_restart_ends_like_reference(lambda out: train_tiger_argv(tiger_data, out), tiger_reference, tmp_path,
+                                       kill_at)
 
 
 # ---------------------------------------------------------------------------------------------------- pipeline

@@ -99,7 +99,8 @@ def assert_valid_rq(z: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tenso
                 row = int(bad.nonzero()[0])
                 raise AssertionError(
                     f"level {level}: {int(bad.sum())} rows chose a code that is not the nearest; first row "
-                    f"{start + row}: chose {int(c[row, level])} (gap {gap[row].item():.3g} > tol {tol[row].item():.3g}), "
+                    f"{start + row}: chose {int(c[row, level])} "
+                    f"(gap {gap[row].item():.3g} > tol {tol[row].item():.3g}), "
                     f"nearest {int(dist[row].argmin())}"
                 )
             r = r - cb[level][c[:, level]]

@@ -34,7 +34,8 @@ def _default(cls, name: str, fallback):
     return fallback
 
 
-def add_common_arguments(p: argparse.ArgumentParser, config_cls, *, dataset_help: Optional[str] = None, out_dir_help: str = "output folder",
+def add_common_arguments(p: argparse.ArgumentParser, config_cls, *, dataset_help: Optional[str] = None,
+                         out_dir_help: str = "output folder",
                          resume_help: str = "continue from what --out-dir holds") -> None:
     """The common flags, then ``config_cls``'s settings flags (:func:`letter_fast.config.add_config_arguments`)."""
     where = "data set folder, <Name>.inter.json, or a name under the data root"

@@ -53,9 +53,11 @@ def run(args) -> int:
     before = _load_codes(args.before) if args.before else None
     report = inspect_codes(codes, n, cf=cf, codes_before=before)
     print(f"{report['items']} items, {report['levels']} levels, collision rate {report['collision_rate']:.4%}"
-          + (f" (before re-assignment {report['collision_rate_before_reassignment']:.4%})" if before is not None else ""))
+          + (f" (before re-assignment {report['collision_rate_before_reassignment']:.4%})"
+             if before is not None else ""))
     for level in report["levels_usage"]:
-        print(f"  level {level['level']}: {level['codes_used']}/{n} codes used, normalized entropy {level['entropy']:.3f}")
+        print(f"  level {level['level']}: {level['codes_used']}/{n} codes used, "
+              f"normalized entropy {level['entropy']:.3f}")
     print(f"  first-level Gini {report['first_level_gini']:.3f}")
     if cf is not None:
         print(f"  code similarity of CF-nearest pairs {report['cf_neighbour_code_similarity']:.4f}")

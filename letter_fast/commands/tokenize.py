@@ -68,7 +68,8 @@ def run(args) -> int:
     out_dir = Path(args.out_dir) if args.out_dir else Path("runs") / name.lower() / f"tokenizer-{cfg.variant}"
     alpha, beta = cfg.weights()
     print(f"{name}: {semantic.shape[0]} items, semantic {tuple(semantic.shape)}, "
-          f"CF {tuple(cf.shape) if cf is not None else None}; variant {cfg.variant} (alpha={alpha}, beta={beta}) -> {out_dir}")
+          f"CF {tuple(cf.shape) if cf is not None else None}; variant {cfg.variant} (alpha={alpha}, beta={beta})"
+          f" -> {out_dir}")
     save_settings(cfg, out_dir)
     report = tokenize_items(semantic, cf, out_dir, name, cfg.model_settings(), cfg.train_config(),
                             resume=args.resume)

@@ -67,7 +67,8 @@ def run(args) -> int:
         save_settings(config, out)
         print(f"{dataset.name}: {dataset.num_users} users, {dataset.num_items} items, identifiers {tuple(codes.shape)}"
               f" -> {out}")
-    metrics = train_and_evaluate_tiger(dataset, codes, config, out_dir=out, log=print if main_rank else (lambda *a: None))
+    metrics = train_and_evaluate_tiger(dataset, codes, config, out_dir=out,
+                                       log=print if main_rank else (lambda *a: None))
     if main_rank:
         result = {"metrics": {k: v for k, v in metrics.items() if "@" in k and not k.startswith("best")},
                   "users": metrics["test_users"], "num_beams": config.num_beams, "details": metrics}

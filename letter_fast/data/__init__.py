@@ -31,5 +31,6 @@ __all__ = [
     "DataFormatError", "Dataset", "code_token", "codes_to_index", "find_dataset_folder", "index_to_codes",
     "load_dataset", "read_index_json", "read_inter_json", "read_item_json", "resolve_data_root",
     "validate_histories", "write_index_json", "write_inter_json", "write_item_json",
-    "make_synthetic_catalog", "PAD", "LeaveOneOutSplit", "SequenceSamples", "leave_one_out", "split_dataset", "training_windows",
+    "make_synthetic_catalog", "PAD", "LeaveOneOutSplit", "SequenceSamples", "leave_one_out", "split_dataset",
+    "training_windows",
 ]

@@ -221,7 +221,8 @@ def codes_to_index(codes: torch.Tensor) -> dict[str, list[str]]:
         bad = (codes < 0).nonzero()[0].tolist()
         raise ValueError(f"codes must be non-negative, item {bad[0]} level {bad[1]} is {int(codes[bad[0], bad[1]])}")
     letters = LEVEL_LETTERS[: codes.shape[1]]
-    return {str(item): [f"<{letters[l]}_{c}>" for l, c in enumerate(row)] for item, row in enumerate(codes.tolist())}
+    return {str(item): [f"<{letters[level]}_{c}>" for level, c in enumerate(row)]
+            for item, row in enumerate(codes.tolist())}
 
 
 def read_index_json(path: PathLike, num_items: Optional[int] = None) -> torch.Tensor:
@@ -263,7 +264,8 @@ class Dataset:
         if self.items is not None and len(self.items) != self.num_items:
             raise ValueError(f"data set {self.name!r}: {len(self.items)} item texts for {self.num_items} items")
         if self.codes is not None and (self.codes.dim() != 2 or self.codes.shape[0] != self.num_items):
-            raise ValueError(f"data set {self.name!r}: codes must be [{self.num_items}, L], got {tuple(self.codes.shape)}")
+            raise ValueError(f"data set {self.name!r}: codes must be [{self.num_items}, L], "
+                             f"got {tuple(self.codes.shape)}")
         for kind, table in (("embeddings", self.embeddings), ("labels", self.labels)):
             for key, t in table.items():
                 if t.shape[0] != self.num_items:

@@ -29,7 +29,8 @@ PAD = -1
 
 @dataclass
 class SequenceSamples:
-    """``S`` (history, target) samples: ``history [S, H]`` (PAD-filled), ``lengths [S]``, ``target [S]``, ``user [S]``."""
+    """``S`` (history, target) samples: ``history [S, H]`` (PAD-filled), ``lengths [S]``, ``target [S]``,
+    ``user [S]``."""
 
     history: torch.Tensor
     lengths: torch.Tensor
@@ -81,7 +82,8 @@ class LeaveOneOutSplit:
 
 
 def flatten_histories(histories: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-user lists -> (``flat`` items ``[N]``, ``offsets [U + 1]``); user u's items are ``flat[offsets[u]:offsets[u+1]]``."""
+    """Per-user lists -> (``flat`` items ``[N]``, ``offsets [U + 1]``); user u's items are
+    ``flat[offsets[u]:offsets[u+1]]``."""
     lengths = torch.tensor([len(h) for h in histories], dtype=torch.long)
     offsets = torch.zeros(len(histories) + 1, dtype=torch.long)
     torch.cumsum(lengths, 0, out=offsets[1:])

@@ -46,7 +46,8 @@ def _check_log_probs(log_probs, rows: int, N: int, t: int, device: torch.device,
     if log_probs.dtype == torch.float64:
         log_probs = log_probs.float()
     if check_finite and rows and bool((torch.isnan(log_probs) | (log_probs == float("inf"))).any()):
-        raise ValueError(f"{op}: step_fn returned NaN or +inf log-probs at step {t}; -inf is allowed (it forbids a code)")
+        raise ValueError(f"{op}: step_fn returned NaN or +inf log-probs at step {t}; "
+                         "-inf is allowed (it forbids a code)")
     return log_probs
 
 
@@ -82,7 +83,8 @@ def constrained_beam_search(
     collisions, each identifier is returned once, as its first item; ``return_identifiers=True``
     adds identifier ids ``[batch_size, num_return]`` (expand with
     ``index.items_of_identifier``). ``backend`` picks the trie step kernel (see
-    :func:`letter_fast.ops.trie_step`; ``LETTER_FAST_BACKEND`` when None). ``check_finite`` rejects NaN/+inf log-probs (one device sync per step).
+    :func:`letter_fast.ops.trie_step`; ``LETTER_FAST_BACKEND`` when None). ``check_finite`` rejects
+    NaN/+inf log-probs (one device sync per step).
     """
     op = "constrained_beam_search"
     if not isinstance(index, ItemIndex):

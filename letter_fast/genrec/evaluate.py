@@ -70,7 +70,8 @@ def topk_ranks(identifiers: torch.Tensor, targets: torch.Tensor, index) -> dict[
 def ranking_metrics(model, vocab: CodeVocabulary, index, sequences: TigerSequences, *,
                     num_beams: int = 20, batch_size: int = 256, device=None, autocast_dtype=None,
                     sums: bool = False, progress: bool = False):
-    """Identifier-level metrics of ``model`` on ``sequences`` -> ``(metrics, users)``; sums instead of means if ``sums``."""
+    """Identifier-level metrics of ``model`` on ``sequences`` -> ``(metrics, users)``; sums instead of means if
+    ``sums``."""
     n = len(sequences)
     if n == 0:
         return ({f"{m}@{k}": 0.0 if sums else float("nan") for k in KS for m in ("recall", "ndcg")}, 0)

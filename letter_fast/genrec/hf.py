@@ -71,7 +71,8 @@ class TrieLogitsProcessor(_Base):
         table = table.long()
         if table.dim() == 1:
             if table.numel() != L:
-                raise ValueError(f"{op}: code_token_ids as offsets must have one entry per level (L={L}), got {table.numel()}")
+                raise ValueError(f"{op}: code_token_ids as offsets must have one entry per level (L={L}), "
+                                 f"got {table.numel()}")
             table = table[:, None] + torch.arange(max(levels))[None, :]
         elif table.dim() != 2 or table.shape[0] != L or table.shape[1] < max(levels):
             raise ValueError(f"{op}: code_token_ids must be [L, N] = [{L}, >= {max(levels)}] token ids or [L] offsets, "

@@ -65,7 +65,8 @@ def _levels_of(num_codes, L: int, what: str = "ItemIndex") -> tuple[int, ...]:
         try:
             levels = tuple(int(n) for n in num_codes)
         except TypeError:
-            raise TypeError(f"{what}: num_codes must be an int or a sequence of ints, got {type(num_codes).__name__}") from None
+            raise TypeError(f"{what}: num_codes must be an int or a sequence of ints, "
+                            f"got {type(num_codes).__name__}") from None
         if len(levels) != L:
             raise ValueError(f"{what}: num_codes has {len(levels)} entries but the codes have L={L} levels")
     if any(n < 1 for n in levels):
@@ -187,7 +188,8 @@ class ItemIndex:
             if item_ids.dtype.is_floating_point or item_ids.dtype == torch.bool:
                 raise TypeError(f"{op}: item_ids must be integers, got {item_ids.dtype}; cast with .long()")
             if item_ids.shape != (V,):
-                raise ValueError(f"{op}: item_ids must have shape [V] = [{V}] to match codes, got {tuple(item_ids.shape)}")
+                raise ValueError(f"{op}: item_ids must have shape [V] = [{V}] to match codes, "
+                                 f"got {tuple(item_ids.shape)}")
             if item_ids.device != device:
                 raise ValueError(f"{op}: codes are on {device} but item_ids on {item_ids.device}; move them with .to()")
             ids = item_ids.long()
@@ -292,7 +294,8 @@ class ItemIndex:
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a letter_fast item index (written by ItemIndex.save)")
         if state.get("version") != _VERSION:
-            raise ValueError(f"{path} has item index format version {state.get('version')}; this letter_fast reads {_VERSION}")
+            raise ValueError(f"{path} has item index format version {state.get('version')}; "
+                             f"this letter_fast reads {_VERSION}")
         index = cls(state["codes_per_level"], state["child_ptr"], state["child_code"], state["leaf_items"],
                     state["leaf_ptr"], state["item_table"], state["sorted_item_ids"], state["sorted_item_pos"])
         return index.to(device) if device is not None else index

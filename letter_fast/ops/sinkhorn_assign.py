@@ -39,7 +39,8 @@ def sinkhorn_assign(dist: torch.Tensor, epsilon: float = 0.003, iters: int = 50,
     if dist.shape[1] == 0:
         raise ValueError(f"{OP}: dist has no codes (shape {tuple(dist.shape)}); N must be >= 1")
     if not (epsilon > 0 and iters >= 0 and absorb_every > 0):
-        raise ValueError(f"{OP}: need epsilon > 0, iters >= 0, absorb_every > 0; got {epsilon}, {iters}, {absorb_every}")
+        raise ValueError(f"{OP}: need epsilon > 0, iters >= 0, absorb_every > 0; "
+                         f"got {epsilon}, {iters}, {absorb_every}")
     checks.finite(dist, "dist", OP)
     chosen = backends.resolve(OP, backend, dist.device)
     if chosen == "cpu":

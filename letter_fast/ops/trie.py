@@ -181,8 +181,8 @@ def trie_step(
     """
     op = "trie_step"
     if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 2:
-        raise ValueError(f"{op}: log_probs must be a [rows, N] tensor, got "
-                         f"{tuple(log_probs.shape) if isinstance(log_probs, torch.Tensor) else type(log_probs).__name__}")
+        got = tuple(log_probs.shape) if isinstance(log_probs, torch.Tensor) else type(log_probs).__name__
+        raise ValueError(f"{op}: log_probs must be a [rows, N] tensor, got {got}")
     R, N = log_probs.shape
     if log_probs.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"{op}: log_probs must be float32, float16 or bfloat16, got {log_probs.dtype}")
@@ -191,7 +191,8 @@ def trie_step(
     if k < 1:
         raise ValueError(f"{op}: k must be >= 1, got {k}")
     if node.shape != (R,) or scores.shape != (R,):
-        raise ValueError(f"{op}: node and scores must have shape [rows] = [{R}], got {tuple(node.shape)} and {tuple(scores.shape)}")
+        raise ValueError(f"{op}: node and scores must have shape [rows] = [{R}], "
+                         f"got {tuple(node.shape)} and {tuple(scores.shape)}")
     node = node.long()
     scores = scores.float()
     chosen = backends.resolve(op, backend, log_probs.device, k=k, keys=_triton_keys_pad(beams_per_query, k, N))

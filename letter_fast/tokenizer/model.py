@@ -145,7 +145,8 @@ class LetterTokenizer(nn.Module):
                 self.codebooks[level], self.diversity_clusters, lo, hi, seed=seed + level
             )
 
-    def sample_same_cluster_codes(self, codes: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample_same_cluster_codes(self, codes: torch.Tensor,
+                                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """For each ``codes[b, l]`` a uniformly random *other* code of its cluster (vectorized).
 
         Members of every cluster are laid out contiguously (codes sorted by cluster); a draw is a

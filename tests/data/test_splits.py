@@ -64,7 +64,8 @@ def test_small_example_exact():
 
 def test_batches_cover_everything():
     split = leave_one_out([list(range(i, i + 7)) for i in range(10)])
-    seen = torch.cat([b.target for b in split.train.batches(7, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    batches = split.train.batches(7, shuffle=True, generator=torch.Generator().manual_seed(0))
+    seen = torch.cat([b.target for b in batches])
     assert sorted(seen.tolist()) == sorted(split.train.target.tolist())
     with pytest.raises(ValueError, match="batch_size"):
         next(split.train.batches(0))

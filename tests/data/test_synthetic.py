@@ -25,7 +25,8 @@ def nearest_centroid_accuracy(emb, labels):
 
 
 def test_deterministic_by_seed():
-    a, b = make_synthetic_catalog(num_items=128, num_users=50, seed=7), make_synthetic_catalog(num_items=128, num_users=50, seed=7)
+    a = make_synthetic_catalog(num_items=128, num_users=50, seed=7)
+    b = make_synthetic_catalog(num_items=128, num_users=50, seed=7)
     c = make_synthetic_catalog(num_items=128, num_users=50, seed=8)
     assert a.histories == b.histories
     assert torch.equal(a.embeddings["semantic"], b.embeddings["semantic"])

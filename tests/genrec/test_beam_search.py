@@ -34,12 +34,14 @@ def assert_exact(scorer, codes, ids, items, scores):
         own = torch.stack([all_scores[q, pos[int(i)]] for i in items[q]])
         assert torch.equal(own, scores[q]), "an item's returned score is not its summed log-prob"
         for value in torch.unique(scores[q]):
-            assert sorted(items[q][scores[q] == value].tolist()) == sorted(exp_items[q][exp_scores[q] == value].tolist())
+            tied, exp_tied = items[q][scores[q] == value], exp_items[q][exp_scores[q] == value]
+            assert sorted(tied.tolist()) == sorted(exp_tied.tolist())
     return exp_items
 
 
 @pytest.mark.parametrize("backend", SEARCH_BACKENDS)
-@pytest.mark.parametrize("V,L,N,extra", [(1, 1, 1, 0), (6, 1, 9, 1), (40, 2, 7, 0), (150, 3, 6, 5), (60, 4, [2, 5, 3, 4], 0)])
+@pytest.mark.parametrize("V,L,N,extra", [(1, 1, 1, 0), (6, 1, 9, 1), (40, 2, 7, 0), (150, 3, 6, 5),
+                                         (60, 4, [2, 5, 3, 4], 0)])
 def test_exact_with_num_beams_at_least_V(backend, V, L, N, extra):
     codes = random_catalog(V, L, N, seed=V)
     V = codes.shape[0]

@@ -60,7 +60,8 @@ def test_equals_dict_trie_on_tiny_t5(style, V, L, N, K, backend):
         spec = offsets.tolist()
     vocab = int(token_of.max()) + 5
     model = tiny_t5(vocab, seed=V)
-    inputs = {"input_ids": torch.randint(2, vocab, (3, 6), generator=g), "attention_mask": torch.ones(3, 6, dtype=torch.long)}
+    inputs = {"input_ids": torch.randint(2, vocab, (3, 6), generator=g),
+              "attention_mask": torch.ones(3, 6, dtype=torch.long)}
     ref_seq, ref_scores = generate(model, inputs, K, L, prefix_allowed_tokens_fn=dict_trie_fn(codes, token_of, 1))
     proc = TrieLogitsProcessor(index, spec, EOS, prompt_length=1, num_beams=K, backend=backend)
     seq, scores = generate(model, inputs, K, L, logits_processor=transformers.LogitsProcessorList([proc]))
@@ -76,7 +77,8 @@ def test_equals_dict_trie_on_tiny_t5(style, V, L, N, K, backend):
     # every finite-scored sequence is an item
     finite = torch.isfinite(scores)
     gen = seq[:, 1:L + 1]
-    level_codes = torch.stack([(token_of[level][None, :] == gen[:, level, None]).float().argmax(1) for level in range(L)], 1)
+    level_codes = torch.stack([(token_of[level][None, :] == gen[:, level, None]).float().argmax(1)
+                               for level in range(L)], 1)
     assert (index.lookup(level_codes)[finite] >= 0).all()
     assert (seq[finite, L + 1] == EOS).all()
 
@@ -108,7 +110,8 @@ def test_processor_masks_directly(backend):
     (dict(index=None), "ItemIndex"),
 ])
 def test_bad_input(kwargs, match):
-    args = dict(index=ItemIndex.from_codes(torch.tensor([[0, 1]]), num_codes=3), code_token_ids=[10, 20], eos_token_id=1)
+    args = dict(index=ItemIndex.from_codes(torch.tensor([[0, 1]]), num_codes=3), code_token_ids=[10, 20],
+                eos_token_id=1)
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=match):
         TrieLogitsProcessor(**args)
@@ -125,8 +128,8 @@ def test_native_and_torch_paths_agree_with_stuck_rows():
     codes = random_catalog(300, 3, 7, seed=3)
     index = ItemIndex.from_codes(codes, num_codes=7)
     g = torch.Generator().manual_seed(0)
-    ids = torch.cat([torch.zeros(12, 1, dtype=torch.long), 2 + codes[torch.randint(0, codes.shape[0], (12,), generator=g), :2]
-                     + torch.tensor([0, 7])], 1)
+    picked = codes[torch.randint(0, codes.shape[0], (12,), generator=g), :2]
+    ids = torch.cat([torch.zeros(12, 1, dtype=torch.long), 2 + picked + torch.tensor([0, 7])], 1)
     ids[3, 2] = 40  # off the trie: EOS only
     scores = torch.randn(12, 30, generator=g)
     scores[4:8] = float("-inf")  # query 1 (rows 4..7) has only -inf allowed scores: HF forces it at 0

@@ -88,7 +88,8 @@ def test_unpackable_levels_use_lexicographic_sort():
 
 def test_collisions_raise_with_names():
     codes = torch.tensor([[0, 1], [1, 1], [2, 0], [1, 1], [0, 1], [1, 1]])
-    with pytest.raises(IdentifierCollisionError, match=r"item 0 \(row 0\), item 4 \(row 4\) share the code sequence \(0, 1\)"):
+    with pytest.raises(IdentifierCollisionError,
+                       match=r"item 0 \(row 0\), item 4 \(row 4\) share the code sequence \(0, 1\)"):
         ItemIndex.from_codes(codes, num_codes=3)
     with pytest.raises(IdentifierCollisionError, match="2 identifier\\(s\\) are shared, 3 item\\(s\\) in excess"):
         ItemIndex.from_codes(codes, num_codes=3)
@@ -144,7 +145,8 @@ def test_to_same_device_and_memory_is_compact():
     (lambda: ItemIndex.from_codes(torch.tensor([[0, -1]]), num_codes=4), r"codes\[0, 1\] = -1 is out of range"),
     (lambda: ItemIndex.from_codes(torch.tensor([[0, 1]]), num_codes=[4, 4, 4]), "3 entries but the codes have L=2"),
     (lambda: ItemIndex.from_codes(torch.tensor([[0, 1]]), num_codes=0), "num_codes >= 1"),
-    (lambda: ItemIndex.from_codes(torch.tensor([[0, 1], [1, 1]]), item_ids=torch.tensor([3, 3]), num_codes=2), "distinct"),
+    (lambda: ItemIndex.from_codes(torch.tensor([[0, 1], [1, 1]]), item_ids=torch.tensor([3, 3]), num_codes=2),
+     "distinct"),
     (lambda: ItemIndex.from_codes(torch.tensor([[0, 1], [1, 1]]), item_ids=torch.tensor([1]), num_codes=2), "shape"),
     (lambda: ItemIndex.from_codes(torch.tensor([[0, 1], [1, 1]]), item_ids=torch.tensor([-1, 2]), num_codes=2), ">= 0"),
     (lambda: ItemIndex.from_codes([[0, 1]], num_codes=2), "torch.Tensor"),
@@ -156,7 +158,8 @@ def test_bad_input(bad, match):
 
 
 @pytest.mark.skipif(not NATIVE, reason="letter_fast._C is not built")
-@pytest.mark.parametrize("V,L,N,collide", [(1, 1, 1, False), (5000, 4, 16, True), (3000, 3, [300, 2, 7], False), (800, 2, 40000, True)])
+@pytest.mark.parametrize("V,L,N,collide", [(1, 1, 1, False), (5000, 4, 16, True), (3000, 3, [300, 2, 7], False),
+                                           (800, 2, 40000, True)])
 def test_native_build_equals_torch_build(V, L, N, collide):
     codes = random_catalog(V, L, N, seed=V, unique=not collide)
     ids = torch.randperm(codes.shape[0]) * 7

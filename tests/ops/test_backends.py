@@ -86,7 +86,8 @@ def _search(backend):
 
 # entry point -> (call, op of the backend table it resolves, the module whose reference it runs)
 ENTRY_POINTS = {
-    "residual_quantize": (_rq, "residual_quantize", ("letter_fast.ops.residual_quantize", "residual_quantize_reference")),
+    "residual_quantize": (_rq, "residual_quantize",
+                          ("letter_fast.ops.residual_quantize", "residual_quantize_reference")),
     "contrastive_loss": (_contrastive, "contrastive_loss",
                          ("letter_fast.ops.contrastive_loss", "contrastive_loss_reference")),
     "trie_step": (_step, "trie_step", ("letter_fast.ops.trie", "trie_step_reference")),
@@ -129,7 +130,8 @@ def test_environment_variable_is_honoured(entry, monkeypatch):
     call, op, (module, ref_name) = ENTRY_POINTS[entry]
     name, why = _missing_backend(op)
     monkeypatch.setenv(backends.ENV_VAR, name)
-    with pytest.raises(BackendUnavailable, match=f"backend '{name}' cannot run here: {why}.*LETTER_FAST_BACKEND={name}"):
+    with pytest.raises(BackendUnavailable,
+                       match=f"backend '{name}' cannot run here: {why}.*LETTER_FAST_BACKEND={name}"):
         call(None)
     # LETTER_FAST_BACKEND=reference runs the reference (counted), and gives what backend="reference" gives
     monkeypatch.setenv(backends.ENV_VAR, "reference")
@@ -195,9 +197,9 @@ def test_table_lists_every_op_and_backend():
     for device in (torch.device("cpu"), torch.device("cuda")):
         table = backends.table(device)
         assert set(table) == set(backends.OPS)
-        for op, row in table.items():
+        for row in table.values():
             assert "reference" in row
-            for name, cell in row.items():
+            for cell in row.values():
                 assert cell["runs"] == (cell["why"] is None)
                 assert cell["built"] or not cell["runs"]
     cpu = backends.table(torch.device("cpu"))

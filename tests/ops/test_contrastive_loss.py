@@ -71,7 +71,8 @@ def assert_scaled(actual, expected, dtype, what, pytorch_float32=None):
         ours = float((actual.double() - expected).abs().max())
         theirs = float((pytorch_float32.double() - expected).abs().max())
         rtol, atol = TOLERANCES[dtype]
-        assert ours <= 2 * theirs + atol * scale, f"{exc}; and max error {ours:.3g} > 2 x PyTorch float32's {theirs:.3g}"
+        assert ours <= 2 * theirs + atol * scale, (f"{exc}; and max error {ours:.3g} > 2 x PyTorch float32's "
+                                                   f"{theirs:.3g}")
 
 
 def check_against_reference(backend, B, M, d, exclude, normalize, temperature, dtype=torch.float32, seed=0):
@@ -259,7 +260,8 @@ def test_low_temperature_as_accurate_as_pytorch_float32(backend, B, M, d, exclud
     want = oracle(anchors, candidates, positives, excl, upstream, **kw)
     plain = run("reference", anchors, candidates, positives, excl, upstream, **kw)  # PyTorch in float32
     for i, name in enumerate(("loss", "grad anchors", "grad candidates")):
-        assert_no_worse_than_pytorch(got[i], want[i], plain[i], f"{backend} {name} (B={B}, M={M}, d={d}, tau={temperature})")
+        assert_no_worse_than_pytorch(got[i], want[i], plain[i],
+                                     f"{backend} {name} (B={B}, M={M}, d={d}, tau={temperature})")
 
 
 # ---------------------------------------------------------------- bad input
@@ -270,8 +272,10 @@ def _bad_cases():
     p = torch.tensor([0, 1, 2, 3])
     return [
         (dict(anchors=torch.randn(4), candidates=c, positives=p), ValueError, r"anchors must have shape \[B, d\]"),
-        (dict(anchors=a, candidates=torch.randn(6, 4), positives=p), ValueError, "anchors have d=5 but candidates have d=4"),
-        (dict(anchors=a, candidates=c), ValueError, r"positives defaults to arange\(B\), which needs .*\(M == B\), got B=4, M=6"),
+        (dict(anchors=a, candidates=torch.randn(6, 4), positives=p), ValueError,
+         "anchors have d=5 but candidates have d=4"),
+        (dict(anchors=a, candidates=c), ValueError,
+         r"positives defaults to arange\(B\), which needs .*\(M == B\), got B=4, M=6"),
         (dict(anchors=a, candidates=c, positives=torch.tensor([0, 1, 6, 3])), ValueError,
          r"positives must index candidates in \[0, 6\), got 6 at row 2"),
         (dict(anchors=a, candidates=c, positives=torch.tensor([0, -1, 2, 3])), ValueError, "got -1 at row 1"),
@@ -281,17 +285,23 @@ def _bad_cases():
          r"row 1 excludes its own positive \(positives\[1\] = exclude\[1\] = 1\)"),
         (dict(anchors=a, candidates=c, positives=p, exclude=torch.tensor([1, 2, 3, 9])), ValueError,
          r"exclude must index candidates in \[0, 6\), got 9 at row 3"),
-        (dict(anchors=a, candidates=c, positives=p, temperature=0.0), ValueError, "temperature must be a finite number > 0, got 0.0"),
-        (dict(anchors=a, candidates=c, positives=p, temperature=-1), ValueError, "temperature must be a finite number > 0"),
-        (dict(anchors=a, candidates=c, positives=p, temperature=float("inf")), ValueError, "finite number > 0, got inf"),
-        (dict(anchors=a, candidates=c, positives=p, temperature="1"), TypeError, "temperature must be a positive number"),
-        (dict(anchors=a, candidates=c, positives=p, reduction="avg"), ValueError, "reduction must be one of mean, sum, none"),
+        (dict(anchors=a, candidates=c, positives=p, temperature=0.0), ValueError,
+         "temperature must be a finite number > 0, got 0.0"),
+        (dict(anchors=a, candidates=c, positives=p, temperature=-1), ValueError,
+         "temperature must be a finite number > 0"),
+        (dict(anchors=a, candidates=c, positives=p, temperature=float("inf")), ValueError,
+         "finite number > 0, got inf"),
+        (dict(anchors=a, candidates=c, positives=p, temperature="1"), TypeError,
+         "temperature must be a positive number"),
+        (dict(anchors=a, candidates=c, positives=p, reduction="avg"), ValueError,
+         "reduction must be one of mean, sum, none"),
         (dict(anchors=a, candidates=c, positives=p, normalize=1), TypeError, "normalize must be True or False"),
         (dict(anchors=torch.tensor([[1.0, float("nan")]]), candidates=torch.randn(2, 2), positives=torch.tensor([0])),
          ValueError, r"anchors contains 1 NaN/Inf value\(s\), first at index \(0, 1\)"),
         (dict(anchors=a, candidates=c.index_fill(0, torch.tensor([2]), float("inf")), positives=p), ValueError,
          "candidates contains 5 NaN/Inf"),
-        (dict(anchors=a.long(), candidates=c, positives=p), TypeError, "anchors must be one of float32, float16, bfloat16, float64"),
+        (dict(anchors=a.long(), candidates=c, positives=p), TypeError,
+         "anchors must be one of float32, float16, bfloat16, float64"),
         (dict(anchors=[[1.0]], candidates=c, positives=p), TypeError, "anchors must be a torch.Tensor"),
         (dict(anchors=a.to("meta"), candidates=c, positives=p), ValueError, "one device"),
     ]
@@ -308,7 +318,8 @@ def test_bad_input(backend, case):
 def test_wrapper_errors_name_their_arguments():
     cb = torch.randn(10, 4)
     codes = torch.tensor([1, 2, 3])
-    with pytest.raises(ValueError, match=r"codebook_diversity_loss: row 2 excludes its own positive \(positives\[2\] = codes\[2\] = 3\)"):
+    with pytest.raises(ValueError, match=r"codebook_diversity_loss: row 2 excludes its own positive "
+                                         r"\(positives\[2\] = codes\[2\] = 3\)"):
         lf.codebook_diversity_loss(cb[codes], cb, codes, torch.tensor([0, 0, 3]))
     with pytest.raises(ValueError, match="in_batch_contrastive_loss: z_hat have d=4 but cf_emb have d=5"):
         lf.in_batch_contrastive_loss(torch.randn(3, 4), torch.randn(3, 5))
@@ -321,7 +332,8 @@ def test_native_op_checks_indices_itself():
     with pytest.raises(RuntimeError, match=r"positives\[1\] = 7 is outside \[0, 5\)"):
         torch.ops.letter_fast.contrastive_loss_forward(a, c, torch.tensor([0, 7, 1]), None, 1.0, False)
     with pytest.raises(RuntimeError, match="row 0 excludes its own positive"):
-        torch.ops.letter_fast.contrastive_loss_forward(a, c, torch.tensor([0, 1, 1]), torch.tensor([0, 2, 2]), 1.0, False)
+        torch.ops.letter_fast.contrastive_loss_forward(a, c, torch.tensor([0, 1, 1]), torch.tensor([0, 2, 2]), 1.0,
+                                                       False)
 
 
 def test_unknown_and_unavailable_backends():

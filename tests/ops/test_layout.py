@@ -45,7 +45,8 @@ def _imports(path: Path, name: str, known: set[str]) -> set[str]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
                 for alias in node.names:
                     add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
 

@@ -148,7 +148,8 @@ def test_property_random_shapes(B, d, L, N, seed):
         (torch.randn(4, 5).double(), torch.randn(2, 3, 5), TypeError, r"cast it with \.float\(\)"),
         (torch.randn(4, 5), torch.randn(0, 3, 5), ValueError, "L >= 1 levels"),
         (torch.randn(4, 5), torch.randn(2, 0, 5), ValueError, "N >= 1 codes"),
-        (torch.tensor([[1.0, float("nan")]]), torch.randn(1, 3, 2), ValueError, r"z contains 1 NaN/Inf value\(s\), first at index \(0, 1\)"),
+        (torch.tensor([[1.0, float("nan")]]), torch.randn(1, 3, 2), ValueError,
+         r"z contains 1 NaN/Inf value\(s\), first at index \(0, 1\)"),
         (torch.randn(3, 2), torch.tensor([[[1.0, float("inf")]]]), ValueError, "codebooks contains 1 NaN/Inf"),
         ([[1.0, 2.0]], torch.randn(1, 3, 2), TypeError, "z must be a torch.Tensor"),
     ],
@@ -232,7 +233,8 @@ def test_aot_autograd_gradient(backend):
 
 @needs_native
 def test_meta_shapes():
-    codes, z_hat = torch.ops.letter_fast.residual_quantize(torch.empty(7, 5, device="meta"), torch.empty(3, 4, 5, device="meta"))
+    codes, z_hat = torch.ops.letter_fast.residual_quantize(torch.empty(7, 5, device="meta"),
+                                                           torch.empty(3, 4, 5, device="meta"))
     assert codes.shape == (7, 3) and codes.dtype == torch.int64 and z_hat.shape == (7, 5)
 
 

@@ -50,7 +50,8 @@ def check(backend, args, B, k):
         if name == "score":
             mismatch &= ~(torch.isinf(a.cpu()) & torch.isinf(e))
         assert not mismatch.any(), (f"{backend} {name}: {int(mismatch.sum())}/{a.numel()} differ; first at "
-                                    f"{tuple(mismatch.nonzero()[0].tolist())}: {a.cpu()[mismatch][0]} vs {e[mismatch][0]}")
+                                    f"{tuple(mismatch.nonzero()[0].tolist())}: "
+                                    f"{a.cpu()[mismatch][0]} vs {e[mismatch][0]}")
     return got
 
 
@@ -110,7 +111,8 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.letter_fast.trie_step.default, (*args, 4, 5))
     codes = random_catalog(300, 3, 9, seed=8)
     index = ItemIndex.from_codes(codes, num_codes=9)
-    torch.library.opcheck(torch.ops.letter_fast.trie_walk.default, (codes[:, :2].contiguous(), index.child_ptr[:2], index.child_code[:2]))
+    torch.library.opcheck(torch.ops.letter_fast.trie_walk.default,
+                          (codes[:, :2].contiguous(), index.child_ptr[:2], index.child_code[:2]))
 
 
 def test_forced_unavailable_backend_says_why():

@@ -93,8 +93,8 @@ def test_diversity_loss_equals_per_item_contrastive(batch):
     got = m.diversity_loss(codes, positives)
     (got_grad,) = torch.autograd.grad(got, m.codebooks)
     e = residual_code_embeddings(codes, m.codebooks)
-    want = torch.stack([codebook_diversity_loss(e[:, l], m.codebooks[l], codes[:, l], positives[:, l],
-                                                backend="reference") for l in range(3)]).mean()
+    want = torch.stack([codebook_diversity_loss(e[:, level], m.codebooks[level], codes[:, level], positives[:, level],
+                                                backend="reference") for level in range(3)]).mean()
     (want_grad,) = torch.autograd.grad(want, m.codebooks)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-6)

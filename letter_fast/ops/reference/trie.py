@@ -92,7 +92,8 @@ def trie_step_reference(
     out_score = torch.where(picked_ok, values, torch.full_like(values, NEG_INF))
     if kk < k:
         pad = k - kk
-        parent, out_code, out_child = (torch.cat([x, x.new_full((Q, pad), -1)], 1) for x in (parent, out_code, out_child))
+        parent, out_code, out_child = (torch.cat([x, x.new_full((Q, pad), -1)], 1)
+                                       for x in (parent, out_code, out_child))
         out_score = torch.cat([out_score, out_score.new_full((Q, pad), NEG_INF)], 1)
     return parent, out_code, out_child, out_score
 
