@@ -14,7 +14,7 @@
 TORCH_LIBRARY(letter_fast, m) {
   // Nearest-code residual quantization: codes [B, L] int64, z_hat [B, d] in z's dtype.
   m.def("residual_quantize(Tensor z, Tensor codebooks) -> (Tensor codes, Tensor z_hat)");
-  // Fused softmax contrastive loss (ops/contrastive.py): per-row loss [B] in float32 (float64
+  // Fused softmax contrastive loss (ops/contrastive_loss.py): per-row loss [B] in float32 (float64
   // for float64 inputs) and log-sum-exp [B] in float64 (the backward needs lse to more than
   // float32 precision at low temperatures); the backward recomputes the logits tile by tile.
   m.def("contrastive_loss_forward(Tensor anchors, Tensor candidates, Tensor positives, "
@@ -24,7 +24,7 @@ TORCH_LIBRARY(letter_fast, m) {
         "bool normalize, bool anchors_grad, bool candidates_grad) "
         "-> (Tensor grad_anchors, Tensor grad_candidates)");
   // Balanced assignment of B points to N codes by log-stabilized Sinkhorn (CPU): codes [B] int64.
-  // See letter_fast/tokenizer/clustering.py::sinkhorn_assignment (the reference).
+  // See letter_fast/ops/reference/sinkhorn_assign.py (the reference).
   m.def("sinkhorn_assign(Tensor dist, float epsilon, int iters, int absorb_every) -> Tensor");
   // Beam-search decoder self-attention (CPU): one query per beam over its ancestors' keys/values,
   // read in place from each step's [rows_p, 3, H, d_kv] projections; out [rows, H * d_kv].

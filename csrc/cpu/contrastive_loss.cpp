@@ -1,7 +1,7 @@
 // CPU and Meta implementations of letter_fast::contrastive_loss_forward / _backward (schemas in
 // csrc/letter_fast.cpp). Thin launcher: checks that protect memory safety, conversion to the
 // accumulation type (float32, or float64 for float64 inputs), then contrastive_loss_kernel.h.
-// User-facing validation with friendly messages lives in letter_fast/ops/contrastive.py.
+// User-facing validation with friendly messages lives in letter_fast/ops/contrastive_loss.py.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 

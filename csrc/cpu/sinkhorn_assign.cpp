@@ -1,6 +1,6 @@
 // CPU and Meta implementations of letter_fast::sinkhorn_assign (schema in csrc/letter_fast.cpp).
 // Thin launcher: memory-safety checks, float32 contiguous input, then sinkhorn_assign_kernel.h.
-// User-facing validation lives in letter_fast/tokenizer/clustering.py::sinkhorn_assignment.
+// User-facing validation lives in letter_fast/ops/sinkhorn_assign.py.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 

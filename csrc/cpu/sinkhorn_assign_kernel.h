@@ -1,7 +1,7 @@
 // Balanced assignment by log-stabilized Sinkhorn scaling on the CPU, free of torch headers.
 //
 // LC-Rec's "uniform semantic mapping" as LETTER uses it for the last codebook level in training
-// (docs/method.md#sinkhorn; reference: letter_fast/tokenizer/clustering.py::sinkhorn_assignment,
+// (docs/method.md#sinkhorn; reference: letter_fast/ops/reference/sinkhorn_assign.py::sinkhorn_assign_reference,
 // which this kernel follows step for step). For distances D [B, N]:
 //     C = (D - min D) / ((max D - min D) * eps)                 cost, rescaled to [0, 1/eps]
 //     K = exp(f_b + g_n - C_bn)                                 kernel on log-potentials f, g

@@ -1,7 +1,7 @@
 // The trie ops on the CPU, free of torch headers: the trie-masked beam step, the trie walk, and
 // the build of the index (end of this file).
 //
-// Step (math in letter_fast/genrec/beam_search.py): query q owns the rows
+// Step (math in letter_fast/ops/trie.py): query q owns the rows
 // r = q*B .. q*B + B - 1 (its beams). Row r sits at trie node node[r] of level t (-1: dead), whose
 // children are child_ptr[node] .. child_ptr[node + 1] - 1 with codes child_code[...] (ascending).
 // Each child slot j of row r is a candidate scored
