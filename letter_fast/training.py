@@ -24,6 +24,12 @@ A trainer owns its model, its batches and its loss; everything that makes a run 
   keep one as an option and default to step / epoch budgets.
 * **Device and torch.distributed** (:func:`resolve_device`, :class:`Distributed`) and the **progress bar**
   (:func:`progress_bar`).
+* **The loop** (:func:`fit`, :class:`TrainTask`, :class:`FitSettings`): epochs of batches sharded over ranks,
+  gradient accumulation and clipping, validation with best-model selection and early stopping, step / epoch / time
+  budgets, ``checkpoint.pt`` / ``best.pt`` / ``history.json`` / ``timing.json`` and exact resume, built from the
+  pieces above. A trainer supplies its batches, its loss and its validation as a :class:`TrainTask` (TIGER:
+  ``letter_fast.genrec.train``). The tokenizer and SASRec keep loops of their own (per-epoch records, a
+  checkpoint cadence apart from validation, selection by epoch), built from the same pieces.
 
 Exactness holds on CPU with a fixed thread count. On CUDA, cuBLAS split-K reductions, atomics in
 ``index_add_``/``scatter_add_`` backward and bf16 autocast make runs differ in the last bits unless
@@ -44,6 +50,7 @@ import os
 import pickle
 import random
 import sys
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -427,6 +434,345 @@ class Distributed:
         return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
 
+# ------------------------------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class FitSettings:
+    """How :func:`fit` runs the loop (the trainer maps its own settings onto these).
+
+    ``epochs``: at most this many passes over :meth:`TrainTask.batches`. ``max_steps`` / ``time_budget_s``: stop
+    after this many optimizer steps / seconds of training steps (0 = no limit; the seconds cover every part of a
+    resumed run and never repeat exactly). ``select`` names the metric of :meth:`TrainTask.validate` that picks the
+    best model, ``mode`` whether higher (``"max"``) or lower is better; ``patience`` validations without a better
+    one stop the run (0 = never). Validation runs after every ``eval_every_epochs``-th epoch and after the last,
+    every ``eval_every_steps`` steps inside an epoch (0 = never) and when a budget ends the run.
+    ``accumulate``: micro-batches per optimizer step (the effective batch is ``accumulate`` times a micro-batch, per
+    rank). ``grad_clip``: maximum gradient norm (0 = no clipping). ``count_name``: the history key of the number of
+    validation examples; ``log_metrics``: the metrics each validation's log line shows (default: ``select``).
+    """
+
+    epochs: int
+    select: str
+    mode: str = "max"
+    patience: int = 0
+    max_steps: int = 0
+    time_budget_s: float = 0.0
+    eval_every_epochs: int = 1
+    eval_every_steps: int = 0
+    accumulate: int = 1
+    grad_clip: float = 0.0
+    progress: bool = True
+    count_name: str = "valid_examples"
+    log_metrics: Sequence[str] = ()
+
+    def check(self) -> FitSettings:
+        for name in ("epochs", "eval_every_epochs", "accumulate"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("patience", "max_steps", "time_budget_s", "eval_every_steps", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {self.mode!r}")
+        return self
+
+
+class TrainTask:
+    """What a trainer gives :func:`fit`: its model, optimizer, batches, loss and validation (see :func:`fit`).
+
+    Subclasses set ``model`` (the unwrapped module), ``optimizer``, optionally ``scheduler`` (stepped once per
+    optimizer step) and the class attributes ``checkpoint_kind`` / ``model_kind`` / ``version`` (file formats of
+    ``checkpoint.pt`` and ``best.pt``), and implement :meth:`batches`, :meth:`train_step` and :meth:`validate`.
+    The other methods have defaults that fit a plain ``nn.Module``.
+    """
+
+    checkpoint_kind: str = ""
+    model_kind: str = ""
+    version: int = 1
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[Any] = None
+
+    # --- required
+    def batches(self, epoch: int) -> Sequence[Any]:
+        """Every (micro-)batch of epoch ``epoch``, in order: the same list on every rank (fit shards it) and the same
+        list when called again for that epoch after a resume (draw it from a generator seeded by ``epoch``, or from
+        a generator in :meth:`generators` when checkpoints fall only on epoch ends)."""
+        raise NotImplementedError
+
+    def train_step(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        """The scalar loss of ``batch`` (a mean over it), computed with ``model`` (the DDP-wrapped module under
+        torch.distributed, ``self.model`` otherwise). Forward only: fit does backward, clipping and the step."""
+        raise NotImplementedError
+
+    def validate(self) -> tuple[Mapping[str, float], int]:
+        """``(sums, count)`` over this rank's share of the validation examples (the shares of the ranks are disjoint
+        and together cover the set): ``sums[name]`` the sum of metric ``name`` over ``count`` examples. fit sums
+        both over ranks and divides. Runs with the model in eval mode; must not touch the global random streams
+        (or must restore them) when a run with validation is to repeat one without."""
+        raise NotImplementedError
+
+    # --- optional
+    def batch_weight(self, batch: Any) -> float:
+        """Weight of a micro-batch's loss in its optimizer step under gradient accumulation: the step minimizes
+        ``sum_i w_i loss_i / sum_i w_i``. The number of samples (or target tokens) of ``batch`` makes ``k``
+        micro-batches equal one batch of their union; the default 1.0 averages the micro-batch losses."""
+        return 1.0
+
+    def batch_samples(self, batch: Any) -> int:
+        """Samples in ``batch`` (for the samples/s in timing.json)."""
+        return len(batch)
+
+    def weights(self) -> dict:
+        """The trained weights (``checkpoint.pt`` / ``best.pt`` key ``model``; the best-model snapshot). An LLM with
+        LoRA returns the adapter weights only."""
+        return self.model.state_dict()
+
+    def load_weights(self, state: Mapping) -> None:
+        self.model.load_state_dict(state)
+
+    def payload(self) -> dict:
+        """What ``best.pt`` holds and ``checkpoint.pt`` starts with: ``{"model": self.weights(), ...}`` plus what a
+        loader needs to rebuild the model (vocabulary, settings). Checkpoint-safe values only."""
+        return {"model": self.weights()}
+
+    def check_resume(self, path: Path, checkpoint: Mapping) -> None:
+        """Raise :class:`CheckpointError` when ``checkpoint`` (read from ``path``) was made with other settings
+        (:func:`check_same_settings`)."""
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """Named generators whose state the checkpoint carries (beside the global streams, saved per rank)."""
+        return {}
+
+    def extra_state(self) -> dict:
+        """More checkpoint-safe state to save (appended to ``checkpoint.pt``); given back to
+        :meth:`load_extra_state` on resume."""
+        return {}
+
+    def load_extra_state(self, checkpoint: Mapping) -> None:
+        """Restore what :meth:`extra_state` saved (``checkpoint`` is the whole loaded checkpoint)."""
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns. The task's model holds the best weights (eval mode) when a validation ran."""
+
+    history: list
+    best_metrics: dict
+    best_step: int
+    stopped: str                 # "epochs done", "early stopping", "step budget", "time budget"
+    loop: LoopState
+    train_samples_per_s: float
+
+
+def fit(task: TrainTask, settings: FitSettings, out_dir: Optional[PathLike] = None, *,
+        dist: Optional[Distributed] = None, resume: bool = True, log=print) -> FitResult:
+    """The training loop of every step-based trainer: epochs of (micro-)batches, validation, best-model selection,
+    early stopping, budgets, exact resume and torch.distributed.
+
+    **Files** (rank 0, when ``out_dir`` is given): ``checkpoint.pt`` (``task.checkpoint_kind``: the payload,
+    ``optimizer``, ``scheduler``, ``loop``, ``best``, ``history``, ``rng`` = every rank's random streams, then
+    :meth:`TrainTask.extra_state`), written after every validation, after every epoch and at the end;
+    ``best.pt`` (``task.model_kind``: :meth:`TrainTask.payload`) at every new best; ``history.json`` (one record per
+    validation: ``epoch`` (fractional inside an epoch), ``step``, ``train_loss`` (mean step loss since the last
+    validation, averaged over ranks), ``lr``, ``count_name``, ``valid_<metric>``); ``timing.json``
+    (``train_seconds``, ``eval_seconds``, ``train_samples``, ``train_samples_per_s``: the only file that differs
+    between identical runs). With ``resume`` an existing ``checkpoint.pt`` is continued (after
+    :meth:`TrainTask.check_resume`), the best snapshot re-read from ``best.pt``.
+
+    **One optimizer step** takes the next ``settings.accumulate`` micro-batches of this rank's share of the epoch
+    (fewer at the end of an epoch): for each, ``loss_i = task.train_step(ddp_model, batch)`` and backward of
+    ``loss_i * w_i / sum(w)`` (``w_i`` = :meth:`TrainTask.batch_weight`; no scaling when one micro-batch makes the
+    step), gradients synchronized across ranks only on the last; then clipping to ``settings.grad_clip``,
+    ``optimizer.step()``, ``scheduler.step()``. ``optimizer.zero_grad(set_to_none=True)`` precedes the first
+    backward.
+
+    **Sharding**: every rank calls ``task.batches(epoch)`` (the same list), drops the last ``len % world`` batches
+    and takes every ``world``-th from its rank on, so every rank makes the same number of steps; the model is
+    wrapped in DistributedDataParallel; validation sums and counts are all-reduced; a time budget stops every rank
+    at the same step; only rank 0 writes and logs.
+
+    **Repeatable** (CPU, fixed thread count, no time budget): the same task and settings give the same bytes in
+    every file but ``timing.json``, and a run killed at any point (``kill -9``, also inside a file write) and started
+    again ends with the same bytes, provided the task keeps its side of the contract: ``batches(epoch)`` is a pure
+    function of ``epoch`` and checkpointed state, every random draw comes from the global streams or from
+    :meth:`TrainTask.generators`, and whatever else changes during training is in :meth:`TrainTask.extra_state`.
+    The caller seeds the global streams (:func:`seed_everything`) and builds the model before calling fit; on resume
+    fit restores the streams of the checkpoint. Settings that only change how a run is watched (``patience``,
+    ``time_budget_s``, ``progress``) may differ on resume; the task's :meth:`TrainTask.check_resume` refuses others.
+    """
+    settings.check()
+    dist = dist or Distributed("cpu")
+    device = dist.device
+    model = task.model
+    generators = task.generators()
+    out_dir = prepare_out_dir(out_dir, main=dist.main)
+    ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
+    resuming = bool(resume and ckpt_path is not None and ckpt_path.exists())
+    # timings continue only with the checkpoint they belong to (a fresh start also starts the time budget afresh)
+    timing = Timing(out_dir / "timing.json" if out_dir is not None and dist.main else None, resume=resuming)
+    loop = LoopState()
+    best = BestTracker(mode=settings.mode, patience=settings.patience)
+    history: list = []
+    best_weights = None
+    if resuming:
+        ckpt = load_checkpoint(ckpt_path, task.checkpoint_kind, task.version)
+        task.check_resume(ckpt_path, ckpt)
+        task.load_weights(ckpt["model"])
+        task.optimizer.load_state_dict(ckpt["optimizer"])
+        if task.scheduler is not None:
+            task.scheduler.load_state_dict(ckpt["scheduler"])
+        loop.load_state_dict(ckpt["loop"])
+        best.load_state_dict(ckpt["best"])          # patience stays the current one (a free setting)
+        history = list(ckpt["history"])
+        set_rng_state(ckpt["rng"][dist.rank] if dist.rank < len(ckpt["rng"]) else ckpt["rng"][0], generators)
+        task.load_extra_state(ckpt)
+        if (out_dir / "best.pt").exists():
+            best_weights = load_checkpoint(out_dir / "best.pt", task.model_kind, task.version)["model"]
+        if dist.main:
+            log(f"resumed from {ckpt_path} at epoch {loop.epoch} step {loop.step}")
+    ddp_model = dist.wrap(model)
+
+    def lr() -> float:
+        return task.scheduler.get_last_lr()[0] if task.scheduler is not None else task.optimizer.param_groups[0]["lr"]
+
+    def gather_rng() -> list:
+        """Every rank's random streams (rank 0 writes them all, so each rank resumes its own dropout)."""
+        mine = rng_state(generators)
+        if not dist.enabled:
+            return [mine]
+        import torch.distributed as tdist
+
+        every = [None] * dist.world
+        tdist.all_gather_object(every, mine)
+        return every
+
+    def save_files(with_best: bool) -> None:
+        rngs = gather_rng() if out_dir else None
+        if not (dist.main and out_dir):
+            return
+        payload = task.payload()
+        if with_best:
+            save_checkpoint(out_dir / "best.pt", task.model_kind, task.version, payload)
+        state = dict(payload, optimizer=task.optimizer.state_dict())
+        if task.scheduler is not None:
+            state["scheduler"] = task.scheduler.state_dict()
+        state.update(loop=loop.state_dict(), best=best.state_dict(), history=history, rng=rngs, **task.extra_state())
+        save_checkpoint(ckpt_path, task.checkpoint_kind, task.version, state)
+        atomic_write(out_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
+        timing.write()
+
+    def validate(epoch_float: float, train_loss: float) -> bool:
+        """Evaluate, record, checkpoint; True when early stopping says stop."""
+        nonlocal best_weights
+        t0 = time.perf_counter()
+        model.eval()
+        sums, count = task.validate()
+        model.train()
+        keys = sorted(sums)
+        totals = dist.all_reduce_sum(torch.tensor([count, train_loss] + [sums[k] for k in keys], dtype=torch.float64))
+        train_loss = float(totals[1]) / dist.world       # mean over ranks
+        totals = torch.cat([totals[:1], totals[2:]])
+        metrics = {k: float(totals[i + 1] / max(totals[0].item(), 1)) for i, k in enumerate(keys)}
+        if settings.select not in metrics:
+            raise KeyError(f"validation gave the metrics {keys}, not the selection metric {settings.select!r}")
+        improved = best.update(metrics[settings.select], loop.step, metrics=metrics)
+        if improved:
+            best_weights = {k: v.detach().to("cpu", copy=True) for k, v in task.weights().items()}
+        history.append({"epoch": round(epoch_float, 4), "step": loop.step, "train_loss": train_loss, "lr": lr(),
+                        settings.count_name: int(totals[0]), **{f"valid_{k}": v for k, v in metrics.items()}})
+        timing.add("eval_seconds", time.perf_counter() - t0)
+        if dist.main:
+            shown = settings.log_metrics or (settings.select,)
+            log(f"epoch {epoch_float:.2f} step {loop.step}: loss {train_loss:.4f}  valid "
+                + "  ".join(f"{k} {metrics[k]:.4f}" for k in shown)
+                + ("  (best)" if improved else f"  (no gain {best.bad_evals}/{settings.patience})"))
+        save_files(with_best=improved)
+        return best.should_stop
+
+    k = settings.accumulate
+    model.train()
+    stop = bool(loop.stopped)
+    while not stop and loop.epoch < settings.epochs:
+        epoch = loop.epoch
+        batches = list(task.batches(epoch))
+        if dist.enabled:   # equal step counts on every rank
+            batches = batches[: len(batches) - len(batches) % dist.world][dist.rank::dist.world]
+        starts = range(loop.batch_in_epoch, len(batches), k)
+        bar = progress_bar(starts, enabled=settings.progress and dist.main, desc=f"epoch {epoch}", unit="step",
+                           leave=False)
+        loss_sum, loss_n = 0.0, 0
+        for start in starts:
+            t0 = time.perf_counter()
+            group = batches[start:start + k]
+            last = start + len(group) - 1
+            weights = [float(task.batch_weight(b)) for b in group] if len(group) > 1 else [1.0]
+            total_weight = sum(weights)
+            step_loss = None
+            for i, batch in enumerate(group):
+                sync = i + 1 == len(group) or not dist.enabled
+                with contextlib.nullcontext() if sync else ddp_model.no_sync():
+                    loss = task.train_step(ddp_model, batch)
+                    if i == 0:
+                        task.optimizer.zero_grad(set_to_none=True)
+                    if len(group) > 1:
+                        loss = loss * (weights[i] / total_weight)
+                    loss.backward()
+                step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+                timing.add("train_samples", task.batch_samples(batch) * dist.world)
+            if settings.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            task.optimizer.step()
+            if task.scheduler is not None:
+                task.scheduler.step()
+            loss_sum, loss_n = loss_sum + step_loss.float(), loss_n + 1   # no device sync per step
+            if device.type == "cuda" and (loop.step + 1) % 50 == 0:
+                torch.cuda.synchronize()     # keep the step timer honest without syncing every step
+            timing.add("train_seconds", time.perf_counter() - t0)
+            loop.after_step(last)
+            bar.update(1)
+            if loop.step % 20 == 0:
+                bar.set_postfix(loss=f"{float(step_loss):.3f}", lr=f"{lr():.2e}")
+            out_of_steps = bool(settings.max_steps and loop.step >= settings.max_steps)
+            out_of_time = bool(settings.time_budget_s and timing.get("train_seconds") >= settings.time_budget_s)
+            if dist.enabled and settings.time_budget_s:    # every rank must stop at the same step
+                out_of_time = bool(dist.all_reduce_sum(torch.tensor([float(out_of_time)]))[0] > 0)
+            out_of_budget = out_of_steps or out_of_time
+            if out_of_budget or (settings.eval_every_steps and loop.step % settings.eval_every_steps == 0
+                                 and last + 1 < len(batches)):
+                if out_of_budget:   # recorded before the validation writes the checkpoint
+                    loop.stopped = "step budget" if out_of_steps else "time budget"
+                stop = validate(epoch + (last + 1) / len(batches), float(loss_sum) / loss_n)
+                loss_sum, loss_n = 0.0, 0
+                if out_of_budget:
+                    stop = True
+                if stop:
+                    break
+        bar.close()
+        if stop:
+            break
+        loop.end_epoch()
+        if (epoch + 1) % settings.eval_every_epochs == 0 or epoch + 1 == settings.epochs:
+            stop = validate(float(epoch + 1), float(loss_sum) / max(loss_n, 1))
+        else:
+            save_files(with_best=False)
+    if not loop.stopped:
+        loop.stopped = "early stopping" if stop else "epochs done"
+    save_files(with_best=False)
+    dist.barrier()
+    if best_weights is not None:
+        task.load_weights(best_weights)
+    model.eval()
+    seconds = timing.get("train_seconds")
+    rate = timing.get("train_samples") / seconds if seconds else float("nan")
+    if dist.main and out_dir is not None:
+        timing.set("train_samples_per_s", rate)
+        timing.write()
+    return FitResult(history=history, best_metrics=dict(best.best_info.get("metrics", {})), best_step=best.best_step,
+                     stopped=loop.stopped, loop=loop, train_samples_per_s=rate)
+
+
 # ----------------------------------------------------------------------------------------------------- progress
 
 
@@ -439,4 +785,5 @@ def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
 
 __all__ = ["RANK_STRIDE", "derive_seed", "seed_everything", "seeded", "rng_state", "set_rng_state",
            "CheckpointError", "save_checkpoint", "load_checkpoint", "check_same_settings", "LoopState", "BestTracker",
-           "Timing", "prepare_out_dir", "state_dict_cpu", "resolve_device", "Distributed", "progress_bar"]
+           "Timing", "prepare_out_dir", "state_dict_cpu", "resolve_device", "Distributed", "progress_bar",
+           "FitSettings", "TrainTask", "FitResult", "fit"]

@@ -154,3 +154,145 @@ def test_remove_partial_writes(tmp_path):
     (tmp_path / "keep.pt").write_bytes(b"x")
     removed = remove_partial_writes(tmp_path)
     assert [p.name for p in removed] == [".ck.pt.abc123.tmp"] and (tmp_path / "keep.pt").exists()
+
+
+# ------------------------------------------------------------------------------------------- the loop: fit()
+
+
+class Toy(training.TrainTask):
+    """A regression MLP with dropout (so that the global streams matter) on fixed random data; validation gives
+    ``mse`` (sums of squared errors) and a scripted ``score`` when ``scores`` is given."""
+
+    checkpoint_kind, model_kind, version = "toy.checkpoint", "toy.model", 1
+
+    def __init__(self, micro=4, n=30, dropout=0.2, lr=0.05, weighted=True, scores=None, fail_at=0, hidden=8):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, 3, generator=g), torch.randn(n, 1, generator=g)
+        self.vx, self.vy = torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g)
+        with seeded(1):
+            self.model = torch.nn.Sequential(torch.nn.Linear(3, hidden), torch.nn.Dropout(dropout),
+                                             torch.nn.Linear(hidden, 1))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr)
+        self.micro, self.weighted, self.scores, self.fail_at = micro, weighted, scores, fail_at
+        self.calls, self.evals, self.snapshots = 0, 0, []
+
+    def batches(self, epoch):
+        order = torch.randperm(self.x.shape[0], generator=torch.Generator().manual_seed(100 + epoch))
+        return list(order.split(self.micro))
+
+    def train_step(self, model, batch):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise Interrupted()
+        return torch.nn.functional.mse_loss(model(self.x[batch]), self.y[batch])
+
+    def batch_weight(self, batch):
+        return float(len(batch)) if self.weighted else 1.0
+
+    def validate(self):
+        with torch.no_grad():
+            sums = {"mse": float(((self.model(self.vx) - self.vy) ** 2).sum())}
+        if self.scores is not None:
+            sums["score"] = self.scores[self.evals] * 10      # 10 examples: the mean is the scripted score
+            self.snapshots.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        self.evals += 1
+        return sums, 10
+
+
+class Interrupted(Exception):
+    pass
+
+
+def quiet(*a):
+    pass
+
+
+def toy_settings(**kw):
+    base = dict(epochs=3, select="mse", mode="min", eval_every_steps=3, progress=False)
+    base.update(kw)
+    return training.FitSettings(**base)
+
+
+def files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != "timing.json"}
+
+
+def test_fit_resumed_mid_epoch_ends_with_the_same_bytes(tmp_path):
+    training.seed_everything(7)
+    straight_task = Toy()
+    straight = training.fit(straight_task, toy_settings(), tmp_path / "a", log=quiet)
+    assert sorted(files(tmp_path / "a")) == ["best.pt", "checkpoint.pt", "history.json"]
+    assert (tmp_path / "a" / "timing.json").exists()
+    # 8 steps per epoch; interrupted at step 11 (epoch 1, two steps after the step-9 checkpoint), then twice more
+    for fail_at, folder in ((11, "b"), (20, "c")):
+        training.seed_everything(7)
+        with pytest.raises(Interrupted):
+            training.fit(Toy(fail_at=fail_at), toy_settings(), tmp_path / folder, log=quiet)
+        training.seed_everything(123)           # whatever the streams are now: the checkpoint restores them
+        resumed = training.fit(Toy(), toy_settings(), tmp_path / folder, log=quiet)
+        assert files(tmp_path / folder) == files(tmp_path / "a"), folder
+        assert resumed.history == straight.history and resumed.stopped == straight.stopped == "epochs done"
+    best = load_checkpoint(tmp_path / "a" / "best.pt", "toy.model", 1)["model"]
+    for name, value in straight_task.model.state_dict().items():    # fit leaves the best weights in the model
+        assert torch.equal(value, best[name])
+    assert straight.best_metrics["mse"] == min(h["valid_mse"] for h in straight.history)
+    # every 3rd step (counted over the run) inside an epoch, and at each epoch end
+    assert [h["step"] for h in straight.history] == [3, 6, 8, 9, 12, 15, 16, 18, 21, 24]
+    assert straight.history[2]["epoch"] == 1.0 and straight.history[3]["epoch"] == round(1 + 1 / 8, 4)
+    # a finished run started again changes nothing
+    again = training.fit(Toy(), toy_settings(), tmp_path / "a", log=quiet)
+    assert again.history == straight.history and files(tmp_path / "a") == files(tmp_path / "b")
+
+
+@pytest.mark.parametrize("n", [32, 30])      # 30: the last optimizer step of an epoch has 3 micro-batches, not 4
+def test_gradient_accumulation_equals_one_big_batch(n):
+    big = Toy(micro=8, n=n, dropout=0.0, hidden=1)
+    small = Toy(micro=2, n=n, dropout=0.0, hidden=1)
+    settings = dict(epochs=2, eval_every_steps=0)
+    a = training.fit(big, toy_settings(**settings), log=quiet)
+    b = training.fit(small, toy_settings(accumulate=4, **settings), log=quiet)
+    assert a.loop.step == b.loop.step == 8
+    for (name, p), q in zip(big.model.named_parameters(), small.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert [h["train_loss"] for h in a.history] == pytest.approx([h["train_loss"] for h in b.history], rel=1e-5)
+    if n == 32:      # equal micro-batches: the plain mean of their losses is the big batch's loss too
+        plain = Toy(micro=2, n=n, dropout=0.0, hidden=1, weighted=False)
+        training.fit(plain, toy_settings(accumulate=4, **settings), log=quiet)
+        for p, q in zip(big.model.parameters(), plain.model.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopping_and_best_selection(tmp_path):
+    scores = [0.1, 0.3, 0.2, 0.25, 0.2, 0.9]
+    task = Toy(scores=scores)
+    logged = []
+    run = training.fit(task, toy_settings(epochs=10, select="score", mode="max", patience=2), tmp_path,
+                       log=logged.append)
+    assert run.stopped == "early stopping" and task.evals == 4             # 0.2, 0.25: two without gain
+    assert run.best_step == 6 and run.best_metrics["score"] == pytest.approx(0.3)
+    assert [h["valid_score"] for h in run.history] == pytest.approx(scores[:4])
+    for name, value in task.model.state_dict().items():                   # the weights validated second
+        assert torch.equal(value, task.snapshots[1][name])
+    best = load_checkpoint(tmp_path / "best.pt", "toy.model", 1)["model"]
+    assert all(torch.equal(best[k], task.snapshots[1][k]) for k in best)
+    assert "(best)" in logged[1] and "(no gain 2/2)" in logged[3]
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt", "toy.checkpoint", 1)
+    assert ckpt["loop"]["stopped"] == "early stopping" and ckpt["best"]["best_step"] == 6
+    with pytest.raises(KeyError, match="selection metric 'ndcg'"):
+        training.fit(Toy(), toy_settings(select="ndcg"), log=quiet)
+
+
+def test_budgets():
+    steps = training.fit(Toy(), toy_settings(epochs=10, max_steps=5), log=quiet)
+    assert steps.stopped == "step budget" and steps.loop.step == 5 and steps.history[-1]["step"] == 5
+    assert steps.history[-1]["epoch"] == round(5 / 8, 4)                  # validated where the budget ended
+    timed = training.fit(Toy(), toy_settings(epochs=10, time_budget_s=1e-9), log=quiet)
+    assert timed.stopped == "time budget" and timed.loop.step == 1 and len(timed.history) == 1
+    epochs = training.fit(Toy(), toy_settings(epochs=2, eval_every_steps=0, eval_every_epochs=3), log=quiet)
+    assert epochs.stopped == "epochs done" and epochs.loop.step == 16 and epochs.loop.epoch == 2
+    assert [h["step"] for h in epochs.history] == [16]                    # the last epoch always validates
+    assert epochs.train_samples_per_s > 0
+    with pytest.raises(ValueError, match="accumulate must be >= 1"):
+        toy_settings(accumulate=0).check()
+    with pytest.raises(ValueError, match="mode"):
+        toy_settings(mode="best").check()

@@ -9,6 +9,7 @@ loss with temperature ``tau``.
   windows of ``bucket_window`` batches, sorted by length inside each window and chunked, and the batches shuffled
   again: each batch is padded only to its own longest row (a batch's rows have similar lengths) while the order
   stays random.
+* **The loop** is :func:`letter_fast.training.fit`; this module supplies the batches, the loss and the validation.
 * **Checkpoints** (``out_dir/checkpoint.pt``, :mod:`letter_fast.training` format ``letter_fast.tiger.checkpoint``)
   hold model, optimizer, scheduler, every rank's RNG states, the position inside the epoch, the best score and the
   learning curve; a run restarted with the same ``out_dir`` (also after ``kill -9``) continues where it stopped and,
@@ -25,9 +26,7 @@ loss with temperature ``tau``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -43,23 +42,16 @@ from letter_fast.genrec.tiger import (
     sequences_from_samples,
     tiger_loss,
 )
-from letter_fast.io import atomic_write
 from letter_fast.training import (  # noqa: F401  (resolve_device, Distributed: re-exported for callers)
-    BestTracker,
     CheckpointError,
     Distributed,
-    LoopState,
-    Timing,
+    FitSettings,
+    TrainTask,
     check_same_settings,
+    fit,
     load_checkpoint,
-    prepare_out_dir,
-    progress_bar,
     resolve_device,
-    rng_state,
-    save_checkpoint,
     seed_everything,
-    set_rng_state,
-    state_dict_cpu,
 )
 
 CHECKPOINT_KIND, MODEL_KIND, VERSION = "tiger.checkpoint", "tiger.model", 1
@@ -187,7 +179,7 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
     ``out_dir`` (optional) receives checkpoints, ``best.pt`` and ``history.json``; with ``resume`` an existing
     checkpoint there is continued.
     """
-    from letter_fast.genrec.evaluate import build_index, ranking_metrics
+    from letter_fast.genrec.evaluate import build_index
 
     config = config or TigerTrainConfig()
     config.validate()
@@ -196,8 +188,6 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
     device = dist.device
     vocab = CodeVocabulary.for_codes(codes)
     index = index if index is not None else build_index(codes, vocab.num_codes, device=device)
-    use_bf16 = config.bf16 and device.type == "cuda"
-    autocast_dtype = torch.bfloat16 if use_bf16 else None
 
     train_seq = sequences_from_samples(codes, split.train, vocab, config.max_history)
     valid_seq = sequences_from_samples(codes, split.valid, vocab, config.max_history)
@@ -214,165 +204,60 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
     # restored from the checkpoint on resume. The initial weights come from build_tiger's own seeded fork.
     seed_everything(config.seed * 1_000, rank=dist.rank)
     model = build_tiger(vocab, config.model_config(), seed=config.seed).to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]   # layer-norm gains
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    steps_per_epoch = len(train_seq) // config.batch_size + (len(train_seq) % config.batch_size > 0)
-    steps_per_epoch = max(1, math.ceil(steps_per_epoch / dist.world)) if dist.enabled else steps_per_epoch
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-    scheduler = cosine_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+    task = _TigerTask(config, model, vocab, index, train_seq, valid_seq, dist)
+    settings = FitSettings(epochs=config.epochs, select="ndcg@10", mode="max", patience=config.patience,
+                           max_steps=config.max_steps, time_budget_s=config.time_budget_s,
+                           eval_every_epochs=config.eval_every_epochs, eval_every_steps=config.eval_every_steps,
+                           grad_clip=config.grad_clip, progress=config.progress, count_name="valid_users",
+                           log_metrics=("recall@10", "ndcg@10"))
+    result = fit(task, settings, out_dir, dist=dist, resume=resume, log=log)
+    return TigerRun(model=model, vocab=vocab, history=result.history, best_metrics=result.best_metrics,
+                    best_step=result.best_step, stopped=result.stopped,
+                    train_samples_per_s=result.train_samples_per_s)
 
-    out_dir = prepare_out_dir(out_dir, main=dist.main)
-    ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
-    resuming = bool(resume and ckpt_path is not None and ckpt_path.exists())
-    # timings continue only with the checkpoint they belong to (a fresh start also starts the time budget afresh)
-    timing = Timing(out_dir / "timing.json" if out_dir is not None and dist.main else None, resume=resuming)
-    loop = LoopState()
-    best = BestTracker(mode="max", patience=config.patience)
-    history: list = []
-    best_state = None
-    if resuming:
-        ckpt = load_checkpoint(ckpt_path, CHECKPOINT_KIND, VERSION)
-        check_same_settings(ckpt_path, ckpt["config"], dataclasses.asdict(config), _FREE_SETTINGS)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        loop.load_state_dict(ckpt["loop"])
-        best.load_state_dict(ckpt["best"])
-        best.patience = config.patience                     # a free setting: the current one applies
-        history = list(ckpt["history"])
-        set_rng_state(ckpt["rng"][dist.rank] if dist.rank < len(ckpt["rng"]) else ckpt["rng"][0])
-        if (out_dir / "best.pt").exists():
-            best_state = load_checkpoint(out_dir / "best.pt", MODEL_KIND, VERSION)["model"]
-        if dist.main:
-            log(f"resumed from {ckpt_path} at epoch {loop.epoch} step {loop.step}")
-    ddp_model = dist.wrap(model)
 
-    def gather_rng() -> list:
-        """Every rank's random streams (rank 0 writes them all, so each rank resumes its own dropout)."""
-        mine = rng_state()
-        if not dist.enabled:
-            return [mine]
-        import torch.distributed as tdist
+class _TigerTask(TrainTask):
+    """TIGER's side of :func:`letter_fast.training.fit`: length-bucketed batches, the ranking-guided loss, beam-search
+    validation on this rank's users."""
 
-        every = [None] * dist.world
-        tdist.all_gather_object(every, mine)
-        return every
+    checkpoint_kind, model_kind, version = CHECKPOINT_KIND, MODEL_KIND, VERSION
 
-    def save_files(with_best: bool) -> None:
-        rngs = gather_rng() if out_dir else None
-        if not (dist.main and out_dir):
-            return
-        payload = dict(model=model.state_dict(), vocab=dataclasses.asdict(vocab), config=dataclasses.asdict(config))
-        if with_best:
-            save_checkpoint(out_dir / "best.pt", MODEL_KIND, VERSION, payload)
-        save_checkpoint(ckpt_path, CHECKPOINT_KIND, VERSION, dict(
-            payload, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), loop=loop.state_dict(),
-            best=best.state_dict(), history=history, rng=rngs))
-        atomic_write(out_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
-        timing.write()
+    def __init__(self, config: TigerTrainConfig, model, vocab, index, train_seq, valid_seq, dist: Distributed):
+        self.config, self.model, self.vocab, self.index = config, model, vocab, index
+        self.train_seq, self.valid_seq, self.dist = train_seq, valid_seq, dist
+        self.use_bf16 = config.bf16 and dist.device.type == "cuda"
+        self.autocast_dtype = torch.bfloat16 if self.use_bf16 else None
+        decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]   # layer-norm gains
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+        steps_per_epoch = len(train_seq) // config.batch_size + (len(train_seq) % config.batch_size > 0)
+        steps_per_epoch = max(1, math.ceil(steps_per_epoch / dist.world)) if dist.enabled else steps_per_epoch
+        total_steps = config.max_steps or config.epochs * steps_per_epoch
+        self.scheduler = cosine_with_warmup(self.optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
 
-    def validate(epoch_float: float, train_loss: float) -> bool:
-        """Evaluate, record, checkpoint; True when early stopping says stop."""
-        nonlocal best_state
-        t0 = time.perf_counter()
-        metrics, count = ranking_metrics(model, vocab, index, valid_seq, num_beams=config.num_beams,
-                                         batch_size=config.eval_batch_size, device=device,
-                                         autocast_dtype=autocast_dtype, sums=True)
-        keys = sorted(metrics)
-        totals = dist.all_reduce_sum(torch.tensor([count, train_loss] + [metrics[k] for k in keys],
-                                                  dtype=torch.float64))
-        train_loss = float(totals[1]) / dist.world       # mean over ranks
-        totals = torch.cat([totals[:1], totals[2:]])
-        metrics = {k: float(totals[i + 1] / max(totals[0].item(), 1)) for i, k in enumerate(keys)}
-        improved = best.update(metrics["ndcg@10"], loop.step, metrics=metrics)
-        if improved:
-            best_state = state_dict_cpu(model)
-        history.append(dict(epoch=round(epoch_float, 4), step=loop.step, train_loss=train_loss,
-                            lr=scheduler.get_last_lr()[0], valid_users=int(totals[0]),
-                            **{f"valid_{k}": v for k, v in metrics.items()}))
-        timing.add("eval_seconds", time.perf_counter() - t0)
-        if dist.main:
-            log(f"epoch {epoch_float:.2f} step {loop.step}: loss {train_loss:.4f}  valid "
-                + "  ".join(f"{k} {metrics[k]:.4f}" for k in ("recall@10", "ndcg@10"))
-                + ("  (best)" if improved else f"  (no gain {best.bad_evals}/{config.patience})"))
-        save_files(with_best=improved)
-        return best.should_stop
+    def batches(self, epoch: int) -> list:
+        gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)   # the same batch list on every rank
+        return bucketed_batches(self.train_seq.lengths.cpu(), self.config.batch_size, gen, self.config.bucket_window)
 
-    model.train()
-    stop = bool(loop.stopped)
-    while not stop and loop.epoch < config.epochs:
-        epoch = loop.epoch
-        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)   # the same batch list on every rank
-        batches = bucketed_batches(train_seq.lengths.cpu(), config.batch_size, gen, config.bucket_window)
-        if dist.enabled:   # equal step counts on every rank
-            batches = batches[: len(batches) - len(batches) % dist.world][dist.rank::dist.world]
-        todo = range(loop.batch_in_epoch, len(batches))
-        bar = progress_bar(todo, enabled=config.progress and dist.main, desc=f"epoch {epoch}", unit="batch",
-                           leave=False)
-        loss_sum, loss_n = 0.0, 0
-        for b in todo:
-            t0 = time.perf_counter()
-            ids, mask, labels = train_seq.batch(batches[b])
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=use_bf16):
-                loss = tiger_loss(ddp_model, ids, mask, labels, tau=config.tau)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            loss_sum, loss_n = loss_sum + loss.detach().float(), loss_n + 1   # no device sync per step
-            if device.type == "cuda" and (b + 1) % 50 == 0:
-                torch.cuda.synchronize()     # keep the step timer honest without syncing every step
-            timing.add("train_seconds", time.perf_counter() - t0)
-            timing.add("train_samples", ids.shape[0] * dist.world)
-            loop.after_step(b)
-            bar.update(1)
-            if loop.step % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            out_of_steps = bool(config.max_steps and loop.step >= config.max_steps)
-            out_of_time = bool(config.time_budget_s and timing.get("train_seconds") >= config.time_budget_s)
-            if dist.enabled and config.time_budget_s:    # every rank must stop at the same step
-                out_of_time = bool(dist.all_reduce_sum(torch.tensor([float(out_of_time)]))[0] > 0)
-            out_of_budget = out_of_steps or out_of_time
-            if out_of_budget or (config.eval_every_steps and loop.step % config.eval_every_steps == 0
-                                 and b + 1 < len(batches)):
-                model.eval()
-                if out_of_budget:   # recorded before the validation writes the checkpoint
-                    loop.stopped = "step budget" if out_of_steps else "time budget"
-                stop = validate(epoch + (b + 1) / len(batches), float(loss_sum) / loss_n)
-                model.train()
-                loss_sum, loss_n = 0.0, 0
-                if out_of_budget:
-                    stop = True
-                if stop:
-                    break
-        bar.close()
-        if stop:
-            break
-        loop.end_epoch()
-        if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
-            model.eval()
-            stop = validate(float(epoch + 1), float(loss_sum) / max(loss_n, 1))
-            model.train()
-        else:
-            save_files(with_best=False)
-    if not loop.stopped:
-        loop.stopped = "early stopping" if stop else "epochs done"
-    save_files(with_best=False)
-    dist.barrier()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    seconds = timing.get("train_seconds")
-    rate = timing.get("train_samples") / seconds if seconds else float("nan")
-    if dist.main and out_dir is not None:
-        timing.set("train_samples_per_s", rate)
-        timing.write()
-    return TigerRun(model=model, vocab=vocab, history=history, best_metrics=dict(best.best_info.get("metrics", {})),
-                    best_step=best.best_step, stopped=loop.stopped, train_samples_per_s=rate)
+    def train_step(self, model, batch) -> torch.Tensor:
+        ids, mask, labels = self.train_seq.batch(batch)
+        with torch.autocast(self.dist.device.type, dtype=self.autocast_dtype, enabled=self.use_bf16):
+            return tiger_loss(model, ids, mask, labels, tau=self.config.tau)
+
+    def validate(self):
+        from letter_fast.genrec.evaluate import ranking_metrics
+
+        return ranking_metrics(self.model, self.vocab, self.index, self.valid_seq, num_beams=self.config.num_beams,
+                               batch_size=self.config.eval_batch_size, device=self.dist.device,
+                               autocast_dtype=self.autocast_dtype, sums=True)
+
+    def payload(self) -> dict:
+        return dict(model=self.model.state_dict(), vocab=dataclasses.asdict(self.vocab),
+                    config=dataclasses.asdict(self.config))
+
+    def check_resume(self, path, checkpoint) -> None:
+        check_same_settings(path, checkpoint["config"], dataclasses.asdict(self.config), _FREE_SETTINGS)
 
 
 def train_and_evaluate_tiger(dataset, codes: torch.Tensor, config: Optional[TigerTrainConfig] = None,
