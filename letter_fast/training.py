@@ -509,8 +509,9 @@ class TrainTask:
     def validate(self) -> tuple[Mapping[str, float], int]:
         """``(sums, count)`` over this rank's share of the validation examples (the shares of the ranks are disjoint
         and together cover the set): ``sums[name]`` the sum of metric ``name`` over ``count`` examples. fit sums
-        both over ranks and divides. Runs with the model in eval mode; must not touch the global random streams
-        (or must restore them) when a run with validation is to repeat one without."""
+        both over ranks and divides. Runs with the model in eval mode (fit switches it back to train mode after);
+        it may draw from the random streams (the checkpoint that follows a validation holds their state after it).
+        Use ``self.model``, not the DDP wrapper: ranks validate different examples."""
         raise NotImplementedError
 
     # --- optional
