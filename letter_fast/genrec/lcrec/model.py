@@ -133,6 +133,12 @@ def smollm2_folder() -> Path:
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    # the weights are de-quantized float32 now; transformers still marks the model as GGUF-quantized and
+    # refuses to save it, so drop the mark (the saved folder is a plain float32 checkpoint)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     try:
