@@ -107,8 +107,8 @@ def smollm2_gguf() -> Path:
 
 def _resolve_dtype(dtype: str, device) -> torch.dtype:
     if dtype == "auto":
-        on_cuda = (device is not None and str(device).startswith("cuda")) or (device is None and torch.cuda.is_available())
-        return torch.bfloat16 if on_cuda else torch.float32
+        # the model goes where device says (None: stays on the CPU)
+        return torch.bfloat16 if device is not None and str(device).startswith("cuda") else torch.float32
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     except KeyError:
@@ -165,7 +165,8 @@ def load_causal_lm(path_or_name: PathLike, *, device=None, dtype: str = "auto", 
             raise FileNotFoundError(f"not a causal-LM folder: {folder} has no config.json (give a local "
                                     f"save_pretrained folder, or '{SMOLLM2}')")
     torch_dtype = _resolve_dtype(dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, attn_implementation=attn_implementation)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype,
+                                                 attn_implementation=attn_implementation)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -74,7 +74,8 @@ def _load(path: str) -> dict:
                 raise ValueError(f"{path}: {task}[{i}] must be an object with 'instruction' and 'response'")
             bad = (_fields(row["instruction"]) | _fields(row["response"])) - FIELDS
             if bad:
-                raise ValueError(f"{path}: {task}[{i}] uses unknown placeholders {sorted(bad)}; allowed {sorted(FIELDS)}")
+                raise ValueError(f"{path}: {task}[{i}] uses unknown placeholders {sorted(bad)}; "
+                                 f"allowed {sorted(FIELDS)}")
         out[task] = [dict(r) for r in rows]
     return out
 

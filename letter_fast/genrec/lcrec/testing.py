@@ -42,7 +42,8 @@ def tiny_tokenizer(vocab_size: int = 400, corpus: Optional[list] = None):
 
 
 def tiny_causal_lm(family: str = "llama", vocab_size: int = 400, *, hidden_size: int = 32, num_layers: int = 2,
-                   num_heads: int = 4, num_kv_heads: int = 2, intermediate_size: int = 64, tie_word_embeddings: bool = True,
+                   num_heads: int = 4, num_kv_heads: int = 2, intermediate_size: int = 64,
+                   tie_word_embeddings: bool = True,
                    eos_token_id: int = 0, seed: int = 0, attn_implementation: str = "sdpa"):
     """A random ``LlamaForCausalLM`` or ``Qwen2ForCausalLM`` (fp32, eval mode) built from ``seed``."""
     if family == "llama":

@@ -87,8 +87,8 @@ class CodeTokens:
     def strings(self) -> list[str]:
         """The code-token strings in id order."""
         ids = self.table
-        pairs = [(int(ids[lv, c]), code_token(lv, c)) for lv in range(self.num_levels) for c in range(self.num_codes[lv])
-                 if int(ids[lv, c]) >= 0]
+        pairs = [(int(ids[lv, c]), code_token(lv, c))
+                 for lv in range(self.num_levels) for c in range(self.num_codes[lv]) if int(ids[lv, c]) >= 0]
         return [s for _, s in sorted(pairs)]
 
     def code_token_ids(self) -> torch.Tensor:
@@ -183,7 +183,8 @@ class CodeTokens:
     @classmethod
     def from_dict(cls, d: dict) -> CodeTokens:
         try:
-            return cls(order=d["order"], num_codes=tuple(d["num_codes"]), table=torch.tensor(d["table"], dtype=torch.long),
+            return cls(order=d["order"], num_codes=tuple(d["num_codes"]),
+                       table=torch.tensor(d["table"], dtype=torch.long),
                        base=int(d["base"]), vocab_size=int(d["vocab_size"]),
                        offsets=tuple(d["offsets"]) if d.get("offsets") is not None else None)
         except (KeyError, TypeError) as exc:
@@ -230,7 +231,8 @@ def check_single_tokens(tokenizer, strings: Sequence[str]) -> None:
 def _level_counts(num_levels: Optional[int], num_codes: Union[int, Sequence[int], None],
                   codes: Optional[torch.Tensor]) -> tuple:
     if codes is not None:
-        if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or codes.dtype.is_floating_point or not codes.numel():
+        if (not isinstance(codes, torch.Tensor) or codes.dim() != 2 or codes.dtype.is_floating_point
+                or not codes.numel()):
             raise CodeTokenError(f"codes must be a non-empty integer [V, L] tensor, got "
                                  f"{getattr(codes, 'shape', type(codes).__name__)}")
         if int(codes.min()) < 0:
@@ -250,7 +252,8 @@ def _level_counts(num_levels: Optional[int], num_codes: Union[int, Sequence[int]
     if len(num_codes) != num_levels:
         raise CodeTokenError(f"num_codes has {len(num_codes)} entries for {num_levels} levels")
     if num_levels < 1 or num_levels > len(LEVEL_LETTERS) or min(num_codes) < 1:
-        raise CodeTokenError(f"need 1..{len(LEVEL_LETTERS)} levels of >= 1 codes, got {num_levels} levels of {num_codes}")
+        raise CodeTokenError(f"need 1..{len(LEVEL_LETTERS)} levels of >= 1 codes, got {num_levels} levels of "
+                             f"{num_codes}")
     return num_codes
 
 
@@ -296,7 +299,8 @@ def add_code_tokens(tokenizer, model=None, *, num_levels: Optional[int] = None,
             lv, c = LEVEL_LETTERS.index(text[1]), int(text[3:-1])
             table[lv, c] = base + rank
         offsets = None
-    clash = [s for s in strings if s in tokenizer.get_vocab()]
+    vocab = tokenizer.get_vocab()  # built anew by every call: once
+    clash = [s for s in strings if s in vocab]
     if clash:
         raise CodeTokenError(f"the tokenizer already holds {len(clash)} code tokens (first {clash[0]}); adding them "
                              "again would not give contiguous ids. Start from the base tokenizer, or load the saved "

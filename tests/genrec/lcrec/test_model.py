@@ -18,7 +18,6 @@ from letter_fast.genrec.lcrec.testing import tiny_causal_lm, tiny_codes, tiny_da
 from letter_fast.genrec.lcrec.tokens import add_code_tokens
 
 
-
 def _lora_params(hidden=32, inter=64, kv=16, layers=2, r=8):
     # (in + out) * r per adapted linear: q, k, v, o, gate, up, down
     shapes = [(hidden, hidden), (hidden, kv), (hidden, kv), (hidden, hidden), (hidden, inter), (hidden, inter),
