@@ -61,9 +61,10 @@ class TokenizerModelConfig:
     cf_temperature: float = _setting(1.0, "temperature of the CF InfoNCE (the reference code uses 1, no "
                                           "normalization)")
     cf_gradient: str = _setting("encoder+codebooks", "where the CF loss's gradient goes: encoder+codebooks (the "
-                                                     "quantized latent's codes move too) | encoder (the reference "
-                                                     "code's: through the straight-through latent to the encoder "
-                                                     "only; the codebooks get none from L_CF)")
+                                                     "codebooks through the quantized latent, the encoder straight "
+                                                     "through) | encoder (the reference code's: the straight-"
+                                                     "through latent, to the encoder only; the codebooks get none "
+                                                     "from L_CF)")
     diversity_clusters: int = _setting(10, "diversity: each codebook's codes are grouped every epoch into this many "
                                            "clusters K")
     diversity_min_size: int = _setting(10, "smallest cluster of codes")
