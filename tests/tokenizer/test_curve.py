@@ -84,3 +84,24 @@ def test_resumed_run_ends_with_the_same_curve(catalog, tmp_path):
     a = load_tokenizer(tmp_path / "full" / "tokenizer.ckpt").state_dict()
     b = load_tokenizer(tmp_path / "off" / "tokenizer.ckpt").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_from_before_curve_and_cf_gradient_resumes(catalog, tmp_path):
+    """A checkpoint whose settings lack curve_every and cf_gradient (written before they existed) continues with
+    their old behaviour (no curve, gradient to encoder and codebooks); other values refuse it."""
+    from letter_fast.training import CheckpointError, load_checkpoint, save_checkpoint
+
+    s, cf = catalog
+    train_tokenizer(small_model(), s, cf, config(epochs=2, curve_every=0), tmp_path)
+    path = tmp_path / "tokenizer.ckpt"
+    state = load_checkpoint(path, "tokenizer.checkpoint", 1)
+    del state["settings"]["train"]["curve_every"], state["settings"]["model"]["cf_gradient"], state["curve"]
+    save_checkpoint(path, "tokenizer.checkpoint", 1, {k: v for k, v in state.items() if k not in ("format", "version")})
+    assert train_tokenizer(small_model(), s, cf, config(epochs=4, curve_every=0), tmp_path)["history"][-1][
+        "epoch"] == 4
+    state = load_checkpoint(path, "tokenizer.checkpoint", 1)
+    del state["settings"]["model"]["cf_gradient"]
+    save_checkpoint(path, "tokenizer.checkpoint", 1, {k: v for k, v in state.items() if k not in ("format", "version")})
+    model = LetterTokenizer(input_dim=32, **{**SMALL, "cf_gradient": "encoder"})
+    with pytest.raises(CheckpointError, match="other settings"):
+        train_tokenizer(model, s, cf, config(epochs=6, curve_every=0), tmp_path)
