@@ -119,7 +119,7 @@ def test_tokenize_killed_and_restarted_ends_like_an_uninterrupted_run(tokenize_r
     killed_run(argv, kill_at)
     if kill_at.startswith("write"):
         assert list(out.glob(".tokenizer.ckpt.*.tmp")), "the kill should leave a half-written checkpoint behind"
-        assert len((out / "curve.csv").read_text().splitlines()) == 1 + 4, "curve rows of epochs 1-4 written"
+        assert len((out / "curve.csv").read_text().splitlines()) == 1 + 5, "curve rows of epochs 0-4 written"
     run(argv)
     assert_same_files(tokenize_reference, out)
 

@@ -1,12 +1,13 @@
 """The tokenizer's learning curve: how the identifiers develop over training, in ``<out-dir>/curve.csv``.
 
 Every ``curve_every`` epochs (:class:`~letter_fast.tokenizer.train.TokenizerTrainConfig`) the training encodes all
-items by nearest codes, as at inference, and appends one row:
+items by nearest codes, as at inference, and appends one row; a fresh run starts with a row for epoch 0, the
+k-means start, whose loss columns are empty:
 
 =============================  ===================================================================================
 column                         meaning
 =============================  ===================================================================================
-``epoch``                      epochs done (1-based, like ``training.json``)
+``epoch``                      epochs done (0: the k-means start; 1-based after that, like ``training.json``)
 ``codes_used_<l>``             codes of level ``l`` (1..L) that at least one item uses
 ``entropy_bits_<l>``           entropy of level ``l``'s code load in bits (``log2 N`` = uniform over all N codes)
 ``first_level_gini``           Gini coefficient of the first-level code load (0 = even, -> 1 = all on one code)
@@ -52,10 +53,11 @@ def curve_columns(num_levels: int) -> list[str]:
 
 
 @torch.no_grad()
-def curve_row(codes: torch.Tensor, codebook_size: int, epoch: int, record: dict,
+def curve_row(codes: torch.Tensor, codebook_size: int, epoch: int, record: Optional[dict],
               neighbours: Optional[torch.Tensor] = None) -> dict:
     """One row of the curve from nearest-code identifiers ``codes [V, L]`` (before re-assignment), the epoch's
-    training ``record`` (its mean loss terms) and the items' CF-nearest ``neighbours [V]`` (or None)."""
+    training ``record`` (its mean loss terms; None before training) and the items' CF-nearest ``neighbours [V]``
+    (or None)."""
     codes = codes.cpu()
     row: dict = {"epoch": int(epoch)}
     for level in range(codes.shape[1]):
@@ -67,7 +69,7 @@ def curve_row(codes: torch.Tensor, codebook_size: int, epoch: int, record: dict,
     row["cf_pair_code_similarity"] = (neighbour_code_similarity(codes, neighbours.cpu())
                                       if neighbours is not None else None)
     for column in LOSS_COLUMNS:
-        row[column] = float(record[_RECORD_KEYS[column]])
+        row[column] = float(record[_RECORD_KEYS[column]]) if record is not None else None
     return row
 
 

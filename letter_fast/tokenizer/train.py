@@ -145,6 +145,10 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
         # the file restarts from the checkpoint's rows: rows a killed run wrote past its checkpoint come again
         write_curve(out_dir / CURVE_FILE, curve, model.num_levels)
         neighbours = cf_neighbours(cf.cpu()) if cf is not None else None
+        if not resuming:   # epoch 0: the identifiers of the k-means start
+            model.eval()
+            curve.append(curve_row(model.encode_items(embeddings)[0], model.codebook_size, 0, None, neighbours))
+            write_curve(out_dir / CURVE_FILE, curve, model.num_levels)
     bar = progress_bar(range(loop.epoch, config.epochs), desc="tokenizer", enabled=config.progress,
                        initial=loop.epoch, total=config.epochs)
     for epoch in bar:

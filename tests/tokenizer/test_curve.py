@@ -36,9 +36,11 @@ def test_curve_rows_are_the_identifiers_measures(catalog, tmp_path):
     summary = train_tokenizer(small_model(), s, cf, config(eval_every=6), tmp_path)
     rows = read_curve(tmp_path / "curve.csv")
     assert (tmp_path / "curve.csv").read_text().splitlines()[0] == ",".join(curve_columns(3))
-    assert [r["epoch"] for r in rows] == [2, 4, 6]
+    assert [r["epoch"] for r in rows] == [0, 2, 4, 6]
+    assert all(rows[0][c] is None for c in ("loss", "recon", "rq", "cf", "diversity"))  # the k-means start
+    assert rows[0]["codes_used_1"] > 0 and rows[0]["cf_pair_code_similarity"] is not None
     history = {rec["epoch"]: rec for rec in summary["history"]}
-    for row in rows:  # the loss columns are the epoch's training means
+    for row in rows[1:]:  # the loss columns are the epoch's training means
         rec = history[row["epoch"]]
         assert (row["loss"], row["recon"], row["rq"], row["cf"], row["diversity"]) == (
             rec["loss"], rec["recon"], rec["codebook"], rec["cf"], rec["diversity"])
@@ -59,7 +61,8 @@ def test_curve_without_cf_and_off(catalog, tmp_path):
     s, _ = catalog
     model = LetterTokenizer(input_dim=32, **{**SMALL, "alpha": 0.0})
     train_tokenizer(model, s, None, config(epochs=2), tmp_path / "nocf")
-    (row,) = read_curve(tmp_path / "nocf" / "curve.csv")
+    start, row = read_curve(tmp_path / "nocf" / "curve.csv")
+    assert start["epoch"] == 0 and row["epoch"] == 2
     assert row["cf_pair_code_similarity"] is None and row["cf"] == 0.0
     train_tokenizer(small_model(), s, catalog[1], config(epochs=2, curve_every=0), tmp_path / "off")
     assert not (tmp_path / "off" / "curve.csv").exists()
