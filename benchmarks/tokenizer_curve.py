@@ -36,8 +36,9 @@ SETTINGS_SHOWN = ("variant", "alpha", "beta", "cf_gradient", "epochs", "lr", "ba
 
 
 def parse_run(spec: str) -> tuple[str, Path]:
-    """``LABEL=PATH`` or ``PATH`` (label: the run's folder name) -> ``(label, path)``."""
-    label, sep, path = spec.partition("=")
+    """``LABEL=PATH`` or ``PATH`` (label: the run's folder name) -> ``(label, path)``; the label may hold ``=``,
+    the path may not."""
+    label, sep, path = spec.rpartition("=")
     if not sep:
         label, path = Path(spec).parent.name, spec
     return label, Path(path)
@@ -52,7 +53,11 @@ def run_settings(curve_path: Path) -> dict:
         return {}
     with open(path, "rb") as f:
         values = tomllib.load(f)
-    return {k: values[k] for k in SETTINGS_SHOWN if k in values}
+    shown = {k: values[k] for k in SETTINGS_SHOWN if k in values}
+    for weight in ("alpha", "beta"):   # negative: the variant's preset
+        if isinstance(shown.get(weight), float) and shown[weight] < 0:
+            shown[weight] = "preset"
+    return shown
 
 
 def thin(rows: list[dict], most: int = MAX_TABLE_ROWS) -> list[dict]:
@@ -71,13 +76,15 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def markdown(name: str, runs: list[tuple[str, Path, list[dict]]]) -> str:
+def markdown(name: str, runs: list[tuple[str, Path, list[dict]]], notes: list[str] = ()) -> str:
     lines = [f"# Tokenizer learning curve on {name}", "",
              "Identifiers by nearest codes (as at inference) every `curve_every` epochs; collisions are before the "
              "re-assignment that the final identifiers get; the loss terms are the means over that epoch's batches, "
              "unweighted (`rq` = the RQ-VAE codebook + commitment term). Columns: letter_fast/tokenizer/curve.py. "
              f"For scale: the released LETTER identifiers of Instruments use {RELEASED_FIRST_LEVEL_CODES} of 256 "
              "first-level codes.", ""]
+    for note in notes:
+        lines += [note, ""]
     for label, path, rows in runs:
         L = levels_of(rows)
         settings = run_settings(path)
@@ -152,6 +159,8 @@ def main(argv=None) -> int:
     parser.add_argument("--name", required=True, help="data set name for the output files (e.g. scientific)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--no-plot", action="store_true", help="write the csv and md only")
+    parser.add_argument("--note", action="append", default=[], help="a paragraph for the md (repeatable): how the "
+                                                                     "runs were made, what to read in them")
     args = parser.parse_args(argv)
     runs = []
     for spec in args.runs:
@@ -166,7 +175,7 @@ def main(argv=None) -> int:
     fields = ["run"] + list(dict.fromkeys(k for r in all_rows for k in r if k != "run"))
     write_csv(stem.with_suffix(".csv"), [{k: ("" if r.get(k) is None else r.get(k)) for k in fields}
                                          for r in all_rows], fieldnames=fields)
-    text = markdown(args.name, runs)
+    text = markdown(args.name, runs, args.note)
     atomic_write(stem.with_suffix(".md"), lambda tmp: tmp.write_text(text))
     if not args.no_plot:
         plot(runs, stem.with_suffix(".png"), f"LETTER tokenizer learning curve on {args.name}")
