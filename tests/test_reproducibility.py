@@ -91,7 +91,8 @@ def one_thread():
 TOKENIZE = ["tokenize", "--synthetic", "--variant", "letter", "--epochs", "6", "--batch-size", "256",
             "--eval-every", "2", "--checkpoint-every", "2", "--hidden-dims", "64,32", "--latent-dim", "8",
             "--num-levels", "3", "--codebook-size", "32", "--diversity-clusters", "4", "--diversity-min-size", "4",
-            "--diversity-max-size", "16", "--no-progress"]   # 1,024 items, 4 steps per epoch, 24 steps
+            "--diversity-max-size", "16", "--curve-every", "1",
+            "--no-progress"]   # 1,024 items, 4 steps per epoch, 24 steps; curve.csv gains a row every epoch
 
 
 def tokenize_argv(out):
@@ -109,13 +110,16 @@ def test_tokenize_twice_gives_the_same_bytes(tokenize_reference, tmp_path):
 
 
 @pytest.mark.parametrize("kill_at", ["step:11",                  # epoch 3, between the checkpoints of 2 and 4
-                                     "write:tokenizer.ckpt:2"])  # half-way through writing the epoch-4 checkpoint
+                                     # half-way through writing the epoch-4 checkpoint, after curve.csv got the
+                                     # epoch-4 row: the restart from epoch 2 must drop the rows of 3 and 4 first
+                                     "write:tokenizer.ckpt:2"])
 def test_tokenize_killed_and_restarted_ends_like_an_uninterrupted_run(tokenize_reference, tmp_path, kill_at):
     out = tmp_path / "killed"
     argv = tokenize_argv(out)
     killed_run(argv, kill_at)
     if kill_at.startswith("write"):
         assert list(out.glob(".tokenizer.ckpt.*.tmp")), "the kill should leave a half-written checkpoint behind"
+        assert len((out / "curve.csv").read_text().splitlines()) == 1 + 5, "curve rows of epochs 0-4 written"
     run(argv)
     assert_same_files(tokenize_reference, out)
 

@@ -5,8 +5,9 @@ from ``letter-fast embed``) and, for the variants with CF regularization, CF emb
 from ``letter-fast train-cf``); or ``--synthetic`` for a generated catalog that needs neither.
 Writes into --out-dir (atomically): ``<Name>.index.json`` (LC-Rec/LETTER format),
 ``<Name>.codes.pt``, ``tokenizer_report.json``, ``first_level_codes.png``, ``best.pt``, ``settings.toml``
-(every setting: ``--config <out-dir>/settings.toml`` repeats the run) and a resumable ``tokenizer.ckpt``
-(rerun the same command to resume; --no-resume to restart).
+(every setting: ``--config <out-dir>/settings.toml`` repeats the run), a resumable ``tokenizer.ckpt``
+(rerun the same command to resume; --no-resume to restart) and, with ``--curve-every N``, ``curve.csv``: the
+identifiers' learning curve, a row every N epochs (``benchmarks/tokenizer_curve.py`` plots it).
 
   letter-fast tokenize scientific --embeddings runs/scientific/Scientific.emb-minilm.npy \\
       --cf runs/scientific/sasrec/Scientific.sasrec-emb32.pt --variant letter

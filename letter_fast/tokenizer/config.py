@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from letter_fast.config import subconfig
+from letter_fast.tokenizer.model import CF_GRADIENTS
 from letter_fast.tokenizer.train import TokenizerTrainConfig
 
 # alpha (CF weight), beta (diversity weight) of the paper's variants (LETTER Table 3 / Sec. 4.3).
@@ -59,6 +60,11 @@ class TokenizerModelConfig:
     commitment: float = _setting(0.25, "commitment weight mu of the RQ-VAE loss")
     cf_temperature: float = _setting(1.0, "temperature of the CF InfoNCE (the reference code uses 1, no "
                                           "normalization)")
+    cf_gradient: str = _setting("encoder+codebooks", "where the CF loss's gradient goes: encoder+codebooks (the "
+                                                     "codebooks through the quantized latent, the encoder straight "
+                                                     "through) | encoder (the reference code's: the straight-"
+                                                     "through latent, to the encoder only; the codebooks get none "
+                                                     "from L_CF)")
     diversity_clusters: int = _setting(10, "diversity: each codebook's codes are grouped every epoch into this many "
                                            "clusters K")
     diversity_min_size: int = _setting(10, "smallest cluster of codes")
@@ -86,6 +92,8 @@ class TokenizeConfig(TokenizerTrainConfig, TokenizerModelConfig, TokenizerVarian
     def check(self) -> TokenizeConfig:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.cf_gradient not in CF_GRADIENTS:
+            raise ValueError(f"cf_gradient must be one of {', '.join(CF_GRADIENTS)}, got {self.cf_gradient!r}")
         return self
 
     def model_settings(self) -> dict:

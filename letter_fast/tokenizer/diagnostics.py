@@ -3,6 +3,7 @@
 * collision rate: share of items whose identifier another item also has;
 * codes used and normalized entropy per level: how evenly each codebook is used;
 * Gini coefficient of the first-level code load (0 = perfectly even; Fig. 6 of the paper);
+* entropy per level in bits (the training curve, :mod:`letter_fast.tokenizer.curve`);
 * code similarity of CF-nearest pairs (Table 4): for each item, its nearest neighbour by cosine
   similarity of CF embeddings, and the share of code positions the two identifiers agree on,
   averaged over items. Collaborative regularization should raise it (0.08 -> 0.28 on Instruments).
@@ -39,8 +40,18 @@ def level_usage(codes: torch.Tensor, codebook_size: int) -> list[dict]:
     return out
 
 
-def cf_neighbour_code_similarity(codes: torch.Tensor, cf: torch.Tensor, chunk: int = 4096) -> float:
-    """Mean share of positions where an item's code equals its CF-nearest neighbour's code."""
+def entropy_bits(codes: torch.Tensor, codebook_size: int) -> list[float]:
+    """Per level, the entropy of the code load in bits (log2 N = uniform over all N codes; 0 = one code)."""
+    out = []
+    for level in range(codes.shape[1]):
+        counts = torch.bincount(codes[:, level], minlength=codebook_size).double()
+        p = counts[counts > 0] / counts.sum()
+        out.append(float(-(p * p.log2()).sum()))
+    return out
+
+
+def cf_neighbours(cf: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Each item's nearest other item by cosine similarity of CF embeddings ``[V]`` (ties: the lower index)."""
     cf = torch.nn.functional.normalize(cf.float(), dim=1)
     neighbours = []
     for start in range(0, cf.shape[0], chunk):
@@ -48,8 +59,18 @@ def cf_neighbour_code_similarity(codes: torch.Tensor, cf: torch.Tensor, chunk: i
         rows = torch.arange(sim.shape[0])
         sim[rows, rows + start] = -float("inf")  # not itself
         neighbours.append(sim.argmax(1))
-    nn_idx = torch.cat(neighbours)
-    return float((codes == codes[nn_idx]).float().mean())
+    return torch.cat(neighbours)
+
+
+def neighbour_code_similarity(codes: torch.Tensor, neighbours: torch.Tensor) -> float:
+    """Mean share of positions where an item's code equals its neighbour's (``neighbours`` from
+    :func:`cf_neighbours`; computed once, it serves every evaluation of a training run)."""
+    return float((codes == codes[neighbours]).float().mean())
+
+
+def cf_neighbour_code_similarity(codes: torch.Tensor, cf: torch.Tensor, chunk: int = 4096) -> float:
+    """Mean share of positions where an item's code equals its CF-nearest neighbour's code."""
+    return neighbour_code_similarity(codes, cf_neighbours(cf, chunk))
 
 
 def inspect_codes(codes: torch.Tensor, codebook_size: int, cf: Optional[torch.Tensor] = None,

@@ -13,9 +13,11 @@ decoded back ``s_hat = D(z + sg(z_hat - z))`` (straight-through). The loss (docs
     L_CF    = CE(z_hat @ h^T, arange(B))           (in-batch InfoNCE against CF embeddings h)
     L_div,l = CE(e_{l,c_i} @ C_l^T with c_i masked out, a random code of c_i's cluster)
 
-``L_CF`` is computed on ``z_hat + (z - sg(z))``: the value is the quantized ``z_hat`` and the
-gradient reaches both the codebooks and the encoder (the reference code feeds it the
-straight-through latent, where it reaches the encoder only).
+``L_CF`` is computed on the quantized ``z_hat`` (its value in both settings); ``cf_gradient`` says where its
+gradient goes: ``"encoder+codebooks"`` (the default) evaluates it on ``z_hat + (z - sg(z))``, so the gradient
+reaches the codebooks (through ``z_hat``) and the encoder (straight through ``z``); ``"encoder"`` evaluates it on
+``sg(z_hat) + (z - sg(z))``, the reference code's path (it feeds the straight-through latent), where only the
+encoder gets it.
 The last level is assigned by Sinkhorn-balanced optimal transport during training and by the
 nearest code at inference. ``alpha = 0`` and ``beta = 0`` give the plain RQ-VAE of TIGER.
 
@@ -37,6 +39,10 @@ from letter_fast.nn import CodebookDiversityLoss, InBatchContrastiveLoss, Residu
 from letter_fast.nn.kmeans import squared_distances
 from letter_fast.ops import sinkhorn_assign
 from letter_fast.tokenizer.clustering import constrained_kmeans
+
+# where the gradient of L_CF goes (docs/method.md#cf-regularizer): the encoder only (the reference code's path) or
+# the encoder and the codebooks
+CF_GRADIENTS = ("encoder", "encoder+codebooks")
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -77,6 +83,7 @@ class LetterTokenizer(nn.Module):
         sinkhorn_epsilon: float = 0.003,
         sinkhorn_iters: int = 50,
         mlp_precision: str = "fp32",
+        cf_gradient: str = "encoder+codebooks",
         backend: Optional[str] = None,
     ):
         super().__init__()
@@ -98,6 +105,9 @@ class LetterTokenizer(nn.Module):
         if mlp_precision not in ("fp32", "bf16"):
             raise ValueError(f"mlp_precision must be 'fp32' or 'bf16', got {mlp_precision!r}")
         self.mlp_precision = mlp_precision
+        if cf_gradient not in CF_GRADIENTS:
+            raise ValueError(f"cf_gradient must be one of {', '.join(map(repr, CF_GRADIENTS))}, got {cf_gradient!r}")
+        self.cf_gradient = cf_gradient
         self.backend = backend
         self.encoder = mlp([input_dim, *hidden_dims, latent_dim])
         self.decoder = mlp([latent_dim, *reversed(hidden_dims), input_dim])
@@ -231,10 +241,7 @@ class LetterTokenizer(nn.Module):
         if self.alpha > 0:
             if cf is None:
                 raise ValueError("alpha > 0 needs the batch's CF embeddings (cf=...)")
-            # value z_hat; gradient to the codebooks (through z_hat) and to the encoder (straight
-            # through z), so the CF signal both moves codes and moves items between codes
-            cf_input = z_hat + (z - z.detach())
-            cf_loss = self.cf_loss_fn(cf_input, cf)
+            cf_loss = self.cf_loss_fn(self.cf_input(z, z_hat), cf)
         div_loss = zero
         if self.beta > 0:
             positives = self.sample_same_cluster_codes(codes, generator)
@@ -243,6 +250,19 @@ class LetterTokenizer(nn.Module):
         loss = recon_loss + codebook_loss + self.beta * div_loss + self.alpha * cf_loss
         return {"loss": loss, "recon": recon_loss.detach(), "codebook": codebook_loss.detach(),
                 "cf": cf_loss.detach(), "diversity": div_loss.detach(), "codes": codes}
+
+    def cf_input(self, z: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
+        """What ``L_CF`` is evaluated on: the value of ``z_hat``, its gradient routed by ``cf_gradient``.
+
+        ``"encoder+codebooks"``: ``z_hat + (z - sg(z))``, the gradient reaches the codebooks (through ``z_hat``) and
+        the encoder (straight through ``z``), so the CF signal both moves codes and moves items between codes.
+        ``"encoder"``: ``sg(z_hat) + (z - sg(z))``, the encoder alone, as the reference code's straight-through
+        latent. Both add an exact zero to ``z_hat``, so the loss value is the same bits in both settings.
+        """
+        straight_through = z - z.detach()
+        if self.cf_gradient == "encoder":
+            return z_hat.detach() + straight_through
+        return z_hat + straight_through
 
     def settings(self) -> dict:
         """Constructor arguments, for checkpoints and reports."""
@@ -253,5 +273,5 @@ class LetterTokenizer(nn.Module):
             commitment=self.commitment, alpha=self.alpha, beta=self.beta, cf_temperature=self.cf_temperature,
             diversity_clusters=self.diversity_clusters, diversity_cluster_sizes=list(self.diversity_cluster_sizes),
             sinkhorn_last_level=self.sinkhorn_last_level, sinkhorn_epsilon=self.sinkhorn_epsilon,
-            sinkhorn_iters=self.sinkhorn_iters, mlp_precision=self.mlp_precision,
+            sinkhorn_iters=self.sinkhorn_iters, mlp_precision=self.mlp_precision, cf_gradient=self.cf_gradient,
         )

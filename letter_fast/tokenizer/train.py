@@ -5,7 +5,8 @@ Built on :mod:`letter_fast.training`: the global streams are seeded from ``seed`
 diversity positives come from one generator, all of which the checkpoint carries, so a resumed run (also after
 ``kill -9``) ends with the same bytes as an uninterrupted one. Files in ``out_dir``: ``tokenizer.ckpt``
 (resumable), ``best.pt`` (the selected model), ``training.json`` (the learning curve and the selection) and
-``timing.json`` (seconds per epoch: the only file that differs between two identical runs).
+``timing.json`` (seconds per epoch: the only file that differs between two identical runs), and with
+``curve_every > 0`` the learning curve of the identifiers, ``curve.csv`` (:mod:`letter_fast.tokenizer.curve`).
 Exact on CPU; on CUDA, bf16 autocast (``mlp_precision="bf16"``) and the GPU reductions (cuBLAS, atomics in
 scatter/index backward) are not bitwise deterministic, so a GPU run repeats only up to rounding noise.
 """
@@ -22,6 +23,8 @@ import torch
 
 from letter_fast.io import atomic_write
 from letter_fast.tokenizer.collisions import collision_rate
+from letter_fast.tokenizer.curve import CURVE_FILE, curve_row, write_curve
+from letter_fast.tokenizer.diagnostics import cf_neighbours
 from letter_fast.tokenizer.model import LetterTokenizer
 from letter_fast.training import (
     BestTracker,
@@ -40,6 +43,9 @@ from letter_fast.training import (
 CHECKPOINT_KIND, MODEL_KIND, VERSION = "tokenizer.checkpoint", "tokenizer.model", 1
 # settings that may change when a run is continued: they do not change what an epoch computes
 _FREE_SETTINGS = ("epochs", "checkpoint_every", "device", "progress")
+# settings added after checkpoints were first written, with the value that reproduces those checkpoints' runs
+_ADDED_TRAIN_SETTINGS = {"curve_every": 0}
+_ADDED_MODEL_SETTINGS = {"cf_gradient": "encoder+codebooks"}
 
 
 def _setting(default, help: str):
@@ -57,6 +63,8 @@ class TokenizerTrainConfig:
     weight_decay: float = _setting(1e-4, "AdamW weight decay")
     eval_every: int = _setting(10, "epochs between collision-rate evaluations (model selection)")
     checkpoint_every: int = _setting(50, "epochs between resumable checkpoints")
+    curve_every: int = _setting(0, "epochs between rows of <out-dir>/curve.csv, the identifiers' learning curve "
+                                   "(codes used, entropy, Gini, collisions, CF-pair similarity, losses); 0 = none")
     seed: int = _setting(0, "random seed")
     device: str = _setting("cpu", "torch device (\"cpu\", \"cuda\")")
     progress: bool = _setting(True, "show a progress bar")
@@ -71,6 +79,8 @@ def load_tokenizer(path, device: str = "cpu") -> LetterTokenizer:
     state = load_checkpoint(path, (MODEL_KIND, CHECKPOINT_KIND), VERSION, map_location="cpu",
                             what="tokenizer checkpoint")
     settings = dict(state["settings"])
+    if "model" in settings and "train" in settings:
+        settings = dict(settings["model"])   # a resumable checkpoint keeps the model's settings next to the loop's
     settings["diversity_cluster_sizes"] = tuple(settings["diversity_cluster_sizes"])
     settings["hidden_dims"] = tuple(settings["hidden_dims"])
     model = LetterTokenizer(**settings)
@@ -87,6 +97,8 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
     Returns the training summary (history, best epoch, config, seconds per epoch from ``timing.json``).
     The caller builds ``model``; build it under ``letter_fast.training.seeded(seed)`` for a repeatable start.
     """
+    if config.curve_every < 0:
+        raise ValueError(f"curve_every must be >= 0 (0 = no curve), got {config.curve_every}")
     out_dir = prepare_out_dir(out_dir)
     device = torch.device(config.device)
     model.to(device)
@@ -97,7 +109,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     generators = {"batches": generator}
-    loop, history = LoopState(), []
+    loop, history, curve = LoopState(), [], []
     best = BestTracker(mode="min")
     ckpt = _checkpoint_path(out_dir)
     resuming = bool(resume and ckpt.exists())
@@ -105,13 +117,15 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
     settings = {"model": model.settings(), "train": dataclasses.asdict(config)}
     if resuming:
         state = load_checkpoint(ckpt, CHECKPOINT_KIND, VERSION, map_location=device)
-        check_same_settings(ckpt, {**state["settings"]["train"], "model": state["settings"]["model"]},
+        saved_model = {**_ADDED_MODEL_SETTINGS, **state["settings"]["model"]}
+        check_same_settings(ckpt, {**_ADDED_TRAIN_SETTINGS, **state["settings"]["train"], "model": saved_model},
                             {**settings["train"], "model": settings["model"]}, _FREE_SETTINGS)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         loop.load_state_dict(state["loop"])
         best.load_state_dict(state["best"])
         history = list(state["history"])
+        curve = list(state.get("curve", []))
         set_rng_state(state["rng"], generators)
     else:
         seed_everything(config.seed)
@@ -121,11 +135,20 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
     def save() -> None:
         save_checkpoint(ckpt, CHECKPOINT_KIND, VERSION, {
             "settings": settings, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "loop": loop.state_dict(), "best": best.state_dict(), "history": history,
+            "loop": loop.state_dict(), "best": best.state_dict(), "history": history, "curve": curve,
             "rng": rng_state(generators)})
         timing.write()
 
     V = embeddings.shape[0]
+    neighbours = None
+    if config.curve_every:
+        # the file restarts from the checkpoint's rows: rows a killed run wrote past its checkpoint come again
+        write_curve(out_dir / CURVE_FILE, curve, model.num_levels)
+        neighbours = cf_neighbours(cf.cpu()) if cf is not None else None
+        if not resuming:   # epoch 0: the identifiers of the k-means start
+            model.eval()
+            curve.append(curve_row(model.encode_items(embeddings)[0], model.codebook_size, 0, None, neighbours))
+            write_curve(out_dir / CURVE_FILE, curve, model.num_levels)
     bar = progress_bar(range(loop.epoch, config.epochs), desc="tokenizer", enabled=config.progress,
                        initial=loop.epoch, total=config.epochs)
     for epoch in bar:
@@ -150,6 +173,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
         timing.add("train_seconds", time.perf_counter() - t0)
         timing.add("epochs_timed", 1)
         last = epoch + 1 == config.epochs
+        codes = None
         if (epoch + 1) % config.eval_every == 0 or last:
             model.eval()
             codes, _ = model.encode_items(embeddings)
@@ -158,6 +182,12 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
                 save_checkpoint(out_dir / "best.pt", MODEL_KIND, VERSION,
                                 {"model": model.state_dict(), "settings": model.settings(), "epoch": epoch + 1})
             bar.set_postfix(loss=f"{record['loss']:.4f}", collisions=f"{record['collision_rate']:.4f}")
+        if config.curve_every and (epoch + 1) % config.curve_every == 0:
+            if codes is None:
+                model.eval()
+                codes, _ = model.encode_items(embeddings)
+            curve.append(curve_row(codes, model.codebook_size, epoch + 1, record, neighbours))
+            write_curve(out_dir / CURVE_FILE, curve, model.num_levels)
         history.append(record)
         if (epoch + 1) % config.checkpoint_every == 0 or last:
             save()

@@ -224,3 +224,83 @@ def test_checkpoint_with_top_level_codebook_keys_loads():
     fresh = small_model()
     fresh.load_state_dict(old)
     assert torch.equal(fresh.codebooks, m.codebooks) and bool(fresh.initialized)
+
+
+# ------------------------------------------------------------------------ where the CF loss's gradient goes
+
+
+def _cf_term(m, s, cf):
+    """``(L_CF, z, z_hat, codes)`` of one batch, through the model's own pieces (as in forward)."""
+    z = m.encoder(s)
+    codes = m.quantize(z)
+    _, _, _, all_codes = m.quantizer(z, codes=codes, return_all_codes=True)
+    z_hat = all_codes.sum(dim=0)
+    return m.cf_loss_fn(m.cf_input(z, z_hat), cf), z, z_hat, codes
+
+
+def _cf_grad_by_hand(z_hat, cf):
+    """dL_CF/dz_hat of L_CF = CE(z_hat @ cf^T, arange(B)): (softmax(z_hat cf^T) - I) cf / B."""
+    B = z_hat.shape[0]
+    p = torch.softmax(z_hat.detach().double() @ cf.double().T, dim=1)
+    return ((p - torch.eye(B, dtype=torch.float64)) @ cf.double() / B).float()
+
+
+@pytest.mark.parametrize("cf_gradient", ["encoder", "encoder+codebooks"])
+def test_cf_gradient_reaches_what_the_setting_says(catalog, cf_gradient):
+    s, cf = catalog.embeddings["semantic"][:128], catalog.embeddings["cf_planted"][:128]
+    m = small_model(alpha=1.0, beta=0.0, sinkhorn_last_level=False, cf_gradient=cf_gradient)
+    m.init_codebooks(s)
+    loss, z, z_hat, codes = _cf_term(m, s, cf)
+    encoder = list(m.encoder.parameters())
+    grad_cb, *grad_enc = torch.autograd.grad(loss, [m.codebooks, *encoder], allow_unused=True, retain_graph=True)
+    g = _cf_grad_by_hand(z_hat, cf)                                   # dL/dz_hat = dL/dz (straight through)
+    want_enc = torch.autograd.grad(z, encoder, grad_outputs=g)
+    for got, want in zip(grad_enc, want_enc):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    if cf_gradient == "encoder":
+        assert grad_cb is None or not grad_cb.any()                   # exactly zero: no path to the codebooks
+    else:  # every level's chosen code gets the gradient of the items that chose it
+        want_cb = torch.zeros_like(m.codebooks)
+        for level in range(m.num_levels):
+            want_cb[level].index_add_(0, codes[:, level], g)
+        torch.testing.assert_close(grad_cb, want_cb, rtol=1e-4, atol=1e-7)
+
+
+def test_cf_gradient_encoder_leaves_the_codebooks_to_the_other_terms(catalog):
+    """With cf_gradient="encoder" the full loss's codebook gradient is bit for bit the one without L_CF, the
+    encoder's differs from it by alpha times the hand-computed CF gradient, and the loss values are the same
+    bits as with "encoder+codebooks"."""
+    s, cf = catalog.embeddings["semantic"][:128], catalog.embeddings["cf_planted"][:128]
+    runs = {}
+    for name, alpha, where in (("none", 0.0, "encoder"), ("encoder", 0.5, "encoder"),
+                               ("both", 0.5, "encoder+codebooks")):
+        m = small_model(alpha=alpha, beta=0.0, cf_gradient=where)   # Sinkhorn last level on, as in training
+        m.init_codebooks(s)
+        out = m(s, cf)
+        out["loss"].backward()
+        runs[name] = (m, out)
+    (m0, out0), (m1, out1), (m2, out2) = runs["none"], runs["encoder"], runs["both"]
+    assert torch.equal(out0["codes"], out1["codes"])
+    assert torch.equal(m1.codebooks.grad, m0.codebooks.grad)
+    assert not torch.equal(m2.codebooks.grad, m0.codebooks.grad)
+    for key in ("loss", "recon", "codebook", "cf"):
+        assert torch.equal(out1[key], out2[key]), key
+    # encoder: alpha * dL_CF/dz pulled back through the encoder, on top of the alpha = 0 gradient
+    z = m1.encoder(s)
+    z_hat = m1.codebooks.detach()[torch.arange(3), out1["codes"]].sum(1)
+    extra = torch.autograd.grad(z, list(m1.encoder.parameters()), grad_outputs=0.5 * _cf_grad_by_hand(z_hat, cf))
+    for p0, p1, e in zip(m0.encoder.parameters(), m1.encoder.parameters(), extra):
+        torch.testing.assert_close(p1.grad - p0.grad, e, rtol=1e-3, atol=1e-6)
+
+
+def test_cf_gradient_setting_is_checked_and_saved():
+    with pytest.raises(ValueError, match="cf_gradient must be one of"):
+        small_model(cf_gradient="codebooks")
+    from letter_fast.tokenizer.config import TokenizeConfig
+
+    with pytest.raises(ValueError, match="cf_gradient must be one of"):
+        TokenizeConfig(cf_gradient="decoder").check()
+    m = small_model(cf_gradient="encoder")
+    assert m.settings()["cf_gradient"] == "encoder"
+    assert LetterTokenizer(input_dim=64, **{k: v for k, v in m.settings().items() if k != "input_dim"}
+                           ).cf_gradient == "encoder"
