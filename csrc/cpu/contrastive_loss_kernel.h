@@ -117,12 +117,23 @@ std::vector<T> transpose_tiles(const PackedRows<T>& c) {
 }
 
 // acc[i][j] = <a_i, c_{n0+j}> for kRows rows a (stride a_stride) and one transposed tile ct.
+// The tile starts from the k = 0 products rather than from zeros (same sums, bit for bit): a
+// zero fill per tile is a memset that GCC's generic tuning, the one the portable build's kernel
+// variants get, expands to `rep stosq`, slow on AMD Zen (see residual_quantize_kernel.h).
 template <typename T>
 inline void dot_tile(const T* a, int64_t a_stride, const T* ct, int64_t dim,
                      T (&acc)[kRows][kLanes]) {
-  for (int64_t i = 0; i < kRows; ++i)
-    for (int64_t j = 0; j < kLanes; ++j) acc[i][j] = T(0);
-  for (int64_t k = 0; k < dim; ++k) {
+  if (dim == 0) {
+    for (int64_t i = 0; i < kRows; ++i)
+      for (int64_t j = 0; j < kLanes; ++j) acc[i][j] = T(0);
+    return;
+  }
+  for (int64_t i = 0; i < kRows; ++i) {
+    const T a0 = a[i * a_stride];
+#pragma omp simd
+    for (int64_t j = 0; j < kLanes; ++j) acc[i][j] = a0 * ct[j];
+  }
+  for (int64_t k = 1; k < dim; ++k) {
     const T* ck = ct + k * kLanes;
     for (int64_t i = 0; i < kRows; ++i) {
       const T ak = a[i * a_stride + k];

@@ -68,17 +68,34 @@ inline void nearest_codes(const PackedCodebooks& cb, int64_t level, const float*
   const float* et = cb.transposed.data() + level * d * n_pad;
   const float* norms = cb.sq_norms.data() + level * n_pad;
 
+  if (d == 0) {  // every distance is 0: code 0, like argmin
+    for (int64_t i = 0; i < kRowBlock; ++i) best_index[i] = 0;
+    return;
+  }
+
   alignas(64) float lane_best[kRowBlock][kCodeTile];
   alignas(64) int32_t lane_index[kRowBlock][kCodeTile];
+  // Lane j starts as code j at distance +inf: where no code beats +inf the reduction below still
+  // picks code 0 (lane 0), and the start is no zero fill (see the tile below for why that matters).
   for (int64_t i = 0; i < kRowBlock; ++i)
     for (int64_t j = 0; j < kCodeTile; ++j) {
       lane_best[i][j] = std::numeric_limits<float>::infinity();
-      lane_index[i][j] = 0;
+      lane_index[i][j] = static_cast<int32_t>(j);
     }
 
   for (int64_t n0 = 0; n0 < n_pad; n0 += kCodeTile) {
-    alignas(64) float acc[kRowBlock][kCodeTile] = {};
-    for (int64_t k = 0; k < d; ++k) {
+    // The tile starts from the k = 0 products, not from zeros (fma(r, e, 0) == r * e, so the sums
+    // are the same bits). A zero-filled tile costs a 1 KiB memset per tile that the compiler keeps
+    // for the d = 0 path; GCC's generic tuning, the one the portable build's kernel variants get,
+    // expands it to `rep stosq`, which on AMD Zen cost this kernel ~10% against -march=native
+    // (-mtune=znver3 emits a memset call instead). benchmarks/results/portable_build.md.
+    alignas(64) float acc[kRowBlock][kCodeTile];
+    for (int64_t i = 0; i < kRowBlock; ++i) {
+      const float r0 = r[i * d];
+#pragma omp simd aligned(acc : 64)
+      for (int64_t j = 0; j < kCodeTile; ++j) acc[i][j] = r0 * et[n0 + j];
+    }
+    for (int64_t k = 1; k < d; ++k) {
       const float* ek = et + k * n_pad + n0;
       for (int64_t i = 0; i < kRowBlock; ++i) {
         const float rk = r[i * d + k];
@@ -102,12 +119,20 @@ inline void nearest_codes(const PackedCodebooks& cb, int64_t level, const float*
     float best = std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(min : best)
     for (int64_t j = 0; j < kCodeTile; ++j) best = std::min(best, lane_best[i][j]);
-    int32_t index = std::numeric_limits<int32_t>::max();
+    // Values, not std::min's references: `std::min(index, hit ? lane_index[j] : index)` selects
+    // between two addresses, which GCC vectorizes only as a gather; its generic tuning (the
+    // portable build's variants) rejects gathers and left this loop scalar, with `index` on the
+    // stack, while -march=native (-mtune=znver3) gathered. As a select of values it is a masked
+    // vpminsd under every tuning.
+    constexpr int32_t kNone = std::numeric_limits<int32_t>::max();
+    int32_t index = kNone;
 #pragma omp simd reduction(min : index)
-    for (int64_t j = 0; j < kCodeTile; ++j)
-      index = std::min(index, lane_best[i][j] == best ? lane_index[i][j] : index);
+    for (int64_t j = 0; j < kCodeTile; ++j) {
+      const int32_t candidate = lane_best[i][j] == best ? lane_index[i][j] : kNone;
+      index = candidate < index ? candidate : index;
+    }
     // All distances +inf can only happen for overflowing inputs; fall back to code 0 like argmin.
-    best_index[i] = index == std::numeric_limits<int32_t>::max() ? 0 : index;
+    best_index[i] = index == kNone ? 0 : index;
   }
 }
 

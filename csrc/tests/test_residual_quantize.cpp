@@ -31,12 +31,18 @@ void naive(const std::vector<float>& z, const std::vector<float>& cb, int64_t B,
   }
 }
 
-int check(int64_t B, int64_t L, int64_t N, int64_t d, unsigned seed) {
+// duplicate > 0: codes n >= duplicate of every level repeat code n - duplicate exactly, so every
+// distance has an exact tie and the lower index must win (as in the oracle and torch.argmin).
+int check(int64_t B, int64_t L, int64_t N, int64_t d, unsigned seed, int64_t duplicate = 0) {
   std::mt19937 gen(seed);
   std::normal_distribution<float> normal;
   std::vector<float> z(B * d), cb(L * N * d);
   for (auto& x : z) x = normal(gen);
   for (auto& x : cb) x = normal(gen);
+  if (duplicate > 0)
+    for (int64_t l = 0; l < L; ++l)
+      for (int64_t n = duplicate; n < N; ++n)
+        for (int64_t k = 0; k < d; ++k) cb[(l * N + n) * d + k] = cb[(l * N + n - duplicate) * d + k];
   std::vector<int64_t> got(B * L), want(B * L);
   std::vector<float> zhat(B * d);
   letter_fast::cpu::PackedCodebooks packed(cb.data(), L, N, d);
@@ -59,6 +65,9 @@ int main() {
   failures += check(33, 4, 256, 32, 3);
   failures += check(17, 2, 300, 48, 4);
   failures += check(9, 8, 65, 128, 5);
+  failures += check(6, 2, 40, 0, 6);        // d = 0: every distance is 0, code 0
+  failures += check(21, 3, 70, 16, 7, 37);  // exact ties across lanes and tiles: lowest index
+  failures += check(13, 2, 64, 5, 8, 32);   // a tie between the same lane of two tiles
   std::printf("%s\n", failures ? "residual_quantize kernel tests FAILED" : "residual_quantize kernel tests passed");
   return failures ? 1 : 0;
 }
