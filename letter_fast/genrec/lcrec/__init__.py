@@ -1,0 +1,1 @@
+"""LC-Rec (Zheng et al., 2024): a decoder-only LLM whose vocabulary holds item code tokens."""
