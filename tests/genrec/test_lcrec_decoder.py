@@ -157,3 +157,12 @@ def test_generate_text_left_pads_and_returns_new_text():
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     one = generate_text(model, fast, "hello world", max_new_tokens=4)
     assert one == texts[1:], "left padding must not change a prompt's greedy continuation"
+
+
+@pytest.mark.slow
+def test_gpu_check_body_runs_on_cpu(tmp_path):
+    """benchmarks/bench_lcrec_decode.gpu_check's body on the tiny random Llama on the CPU (keeps it from rotting)."""
+    from benchmarks.bench_lcrec_decode import device_check
+
+    device_check(tmp_path, "cpu", users=2, beams=4, quick=True, name="smoke")
+    assert (tmp_path / "smoke.md").exists()
