@@ -15,8 +15,11 @@ code tokens), 20 beams, L = 4 codes, no closing EOS (``max_new_tokens=L``, ``len
   user, expanded to the beams at the first step and reordered through the search's parents.
 
 One call = one batch of ``--users`` users. Targets: >= 5x the users/s of HF + TrieLogitsProcessor and >= 10x HF +
-dict trie. Checked in the same run: our identifiers equal the reference's (same order), the largest score
-difference, and the number of returned items that are not real items, for every row.
+dict trie. Checked in the same run, against the reference: slots identical, items shared, the largest score
+difference of a shared identifier, and for every row the number of returned items that are not real items. The
+control row (the reference on each user alone) shows how much float rounding alone moves HF's own beams: exact
+equality of beams holds only where no two candidates are closer than that noise (the unit tests show it, on tiny
+models, to ~1e-6).
 
     flock /tmp/letter_fast_bench.lock python benchmarks/bench_lcrec_decode.py --threads 2
     python benchmarks/bench_lcrec_decode.py --quick            # smoke run (tiny random Llama, 2 users, 5 beams)
@@ -138,9 +141,30 @@ def baseline_calls(model, index, codes, offsets, ids, mask, beams):
             lambda: hf_generate_recommend(model, ids, mask, L, beams, prefix_fn=prefix_fn))
 
 
+def compare(idents: torch.Tensor, scores: torch.Tensor, ref_ident: torch.Tensor, ref_scores: torch.Tensor) -> str:
+    """Slots identical, items shared, the largest score difference of an identifier both lists hold, and the
+    smallest score gap between consecutive reference beams (a near-tie below the rounding noise can swap them)."""
+    same = (idents == ref_ident).float().mean().item()
+    shared, err = 0, 0.0
+    lists = idents.tolist(), scores.float().tolist(), ref_ident.tolist(), ref_scores.float().tolist()
+    for ours, s, ref, rs in zip(*lists):
+        ref_score = dict(zip(ref, rs))
+        common = [(i, x) for i, x in zip(ours, s) if i in ref_score]
+        shared += len(common)
+        err = max([err] + [abs(x - ref_score[i]) for i, x in common])
+    gap = (ref_scores[:, :-1] - ref_scores[:, 1:]).abs().min().item() if ref_scores.shape[1] > 1 else float("nan")
+    return (f"{same:.1%} of slots identical, {shared / idents.numel():.1%} of items shared, max score difference "
+            f"on shared identifiers {err:.1e} (smallest gap between consecutive reference beams {gap:.1e})")
+
+
 def check_rows(model, index, codes, offsets, prompts, beams, decoders) -> tuple[str, dict]:
-    """Beams of every implementation against HF + TrieLogitsProcessor; invalid items counted for each."""
-    ids, mask = left_pad(prompts, int(model.config.pad_token_id))
+    """Beams of every implementation against HF + TrieLogitsProcessor; invalid items counted for each.
+
+    Control: the reference run on each user alone (no padding, prefill at width ``beams`` instead of
+    ``users x beams``): float rounding then differs like ours does, which says how far exact equality can go.
+    """
+    pad = int(model.config.pad_token_id)
+    ids, mask = left_pad(prompts, pad)
     hf_tlp, hf_dict = baseline_calls(model, index, codes, offsets, ids, mask, beams)
     ref_tokens, ref_scores = hf_tlp()
     ref_ident = tokens_to_identifiers(ref_tokens, index, offsets)
@@ -148,19 +172,24 @@ def check_rows(model, index, codes, offsets, prompts, beams, decoders) -> tuple[
     dict_ident = tokens_to_identifiers(dict_tokens, index, offsets)
     invalid = {"hf-generate+TrieLogitsProcessor": int((ref_ident < 0).sum()),
                "hf-generate+dict-trie": int((dict_ident < 0).sum())}
-    lines = [f"- hf-generate+dict-trie vs the reference: identical beams {torch.equal(dict_ident, ref_ident)}, max "
-             f"score difference {(dict_scores - ref_scores).abs().max().item():.2e}, invalid items "
-             f"{invalid['hf-generate+dict-trie']}; reference invalid items "
-             f"{invalid['hf-generate+TrieLogitsProcessor']}"]
+    alone = []
+    for prompt in prompts:
+        one_ids, one_mask = left_pad([prompt], pad)
+        alone.append(baseline_calls(model, index, codes, offsets, one_ids, one_mask, beams)[0]())
+    alone_ident = tokens_to_identifiers(torch.cat([a[0] for a in alone]), index, offsets)
+    alone_scores = torch.cat([a[1] for a in alone])
+    lines = [f"- hf-generate+dict-trie vs the reference: {compare(dict_ident, dict_scores, ref_ident, ref_scores)}; "
+             f"invalid items {invalid['hf-generate+dict-trie']}; reference invalid items "
+             f"{invalid['hf-generate+TrieLogitsProcessor']}",
+             f"- control, the reference on each user alone vs batched: "
+             f"{compare(alone_ident, alone_scores, ref_ident, ref_scores)}"]
     for impl, decoder in decoders.items():
         items, scores, idents = decoder.recommend(prompts, num_beams=beams, batch_size=len(prompts),
                                                   return_identifiers=True)
         bad = int((items < 0).sum())
         bad += int((index.identifier_of_items(items.clamp(min=0).reshape(-1)).reshape(items.shape) != idents).sum())
         invalid[impl] = bad
-        same = torch.equal(idents, ref_ident)
-        lines.append(f"- {impl} vs the reference: identical beams (identifiers, same order) {same}, "
-                     f"max score difference {(scores - ref_scores.float()).abs().max().item():.2e}, "
+        lines.append(f"- {impl} vs the reference: {compare(idents, scores, ref_ident, ref_scores)}; "
                      f"invalid items {bad}")
     return "\n".join(lines), invalid
 
