@@ -83,16 +83,19 @@ def test_equals_hf_generate_with_trie_logits_processor_and_dict_trie(family, K):
         assert torch.equal(items2, items) and torch.allclose(scores2, scores, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["shared", "hf"])
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_score_eos_equals_hf_generate_with_the_closing_eos(family):
+def test_score_eos_equals_hf_generate_with_the_closing_eos(family, mode):
     L, N, K = 3, 8, 6
     codes, index, offsets, model, prompts = setup(family, L, N, seed=3)
     ids, mask = left_pad(prompts, PAD)
     proc = TrieLogitsProcessor(index, offsets, EOS, prompt_length=ids.shape[1], num_beams=K)
     hf_tokens, hf_scores = hf_generate_recommend(model, ids, mask, L, K, logits_processor=proc, with_eos=True)
     hf_ident = tokens_to_identifiers(hf_tokens, index, offsets)
-    decoder = LCRecDecoder(model, index, offsets, eos_token_id=EOS)
+    decoder = LCRecDecoder(model, index, offsets, eos_token_id=EOS, mode=mode)
     _, scores, idents = decoder.recommend(prompts, num_beams=K, score_eos=True, return_identifiers=True)
+    _, plain = decoder.recommend(prompts, num_beams=K)
+    assert not torch.equal(scores, plain), "the EOS term must change the scores for this test to mean anything"
     assert torch.equal(idents, hf_ident)
     torch.testing.assert_close(scores, hf_scores.float(), atol=1e-5, rtol=1e-5)
 
@@ -166,3 +169,24 @@ def test_gpu_check_body_runs_on_cpu(tmp_path):
 
     device_check(tmp_path, "cpu", users=2, beams=4, quick=True, name="smoke")
     assert (tmp_path / "smoke.md").exists()
+
+
+def test_scaled_rope_and_multi_head_attention():
+    """The model's own rotary module gives the angles (here linear RoPE scaling), and kv_heads = heads works."""
+    L, N, K = 3, 8, 5
+    codes = catalog(L=L, N=N, seed=9)
+    index = ItemIndex.from_codes(codes, num_codes=N, allow_collisions=True)
+    offsets = [BASE_VOCAB + level * N for level in range(L)]
+    config = transformers.LlamaConfig(vocab_size=BASE_VOCAB + L * N, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                                      eos_token_id=EOS, pad_token_id=PAD, bos_token_id=None, attention_bias=True,
+                                      rope_parameters={"rope_type": "linear", "factor": 3.0, "rope_theta": 50.0})
+    torch.manual_seed(9)
+    model = transformers.LlamaForCausalLM(config).eval()
+    prompts = [[5, 9, 11, 3, 7, 8], [4, 4, 20], [30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40]]
+    ids, mask = left_pad(prompts, PAD)
+    proc = TrieLogitsProcessor(index, offsets, EOS, prompt_length=ids.shape[1], num_beams=K)
+    hf_tokens, hf_scores = hf_generate_recommend(model, ids, mask, L, K, logits_processor=proc)
+    _, scores, idents = LCRecDecoder(model, index, offsets).recommend(prompts, num_beams=K, return_identifiers=True)
+    assert torch.equal(idents, tokens_to_identifiers(hf_tokens, index, offsets))
+    torch.testing.assert_close(scores, hf_scores.float(), atol=1e-5, rtol=1e-5)
