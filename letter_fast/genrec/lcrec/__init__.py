@@ -26,6 +26,8 @@ _NAMES = {
     "loss": ("lcrec_loss", "labelled_logits", "decoder_body"),
     "model": ("LCRecModelConfig", "load_causal_lm", "prepare_model", "save_model", "load_model",
               "trainable_parameters", "smollm2_gguf", "smollm2_folder"),
+    "decoder": ("LCRecDecoder", "check_left_padded", "left_pad", "dict_trie_prefix_fn", "hf_generate_recommend",
+                "tokens_to_identifiers", "generate_text"),
 }
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}
 __all__ = sorted(_WHERE)
