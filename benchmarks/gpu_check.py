@@ -9,7 +9,9 @@ Residual quantization: the cuda and triton codes must match the float32 referenc
 to float near-ties (checked like the unit tests), and are timed against the reference at
 B = 1e6 and 1e7, d = 32 and 128 (N = 256, L = 4). Target on an H100: >= 5x the reference at
 B >= 1e6 with identical codes. Other ops' benchmark modules contribute their own
-``gpu_check(out_dir)``; each runs in turn and a failure in one does not hide the others.
+``gpu_check(out_dir)``; each runs in turn and a failure in one does not hide the others
+(LC-Rec decoding: benchmarks/bench_lcrec_decode.py, the shared-prompt decoder against HF ``generate`` with
+SmolLM2-135M, identical beams then users/s of both).
 Results (csv + md + png, with the card's name) go to ``--out``.
 """
 
@@ -28,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # Benchmark modules that may define gpu_check(out_dir); missing ones are skipped.
-OTHER_CHECKS = ["benchmarks.bench_contrastive_loss", "benchmarks.bench_trie", "benchmarks.bench_tiger_decode"]
+OTHER_CHECKS = ["benchmarks.bench_contrastive_loss", "benchmarks.bench_trie", "benchmarks.bench_tiger_decode",
+                "benchmarks.bench_lcrec_decode"]
 
 
 def build() -> None:

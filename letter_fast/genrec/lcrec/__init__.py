@@ -9,6 +9,7 @@ peft):
 * :mod:`~letter_fast.genrec.lcrec.collate`   tokenization, padding and labels (``TrainCollator``, ``PromptCollator``)
 * :mod:`~letter_fast.genrec.lcrec.loss`      the loss with the LM head only at labelled positions (``lcrec_loss``)
 * :mod:`~letter_fast.genrec.lcrec.model`     loading, LoRA / embeddings setup, save / load (``LCRecModelConfig``)
+* :mod:`~letter_fast.genrec.lcrec.decoder`   constrained beam search over the identifier trie (``LCRecDecoder``)
 * :mod:`~letter_fast.genrec.lcrec.testing`   tiny random models and a tokenizer built in code, for tests
 """
 
@@ -26,6 +27,8 @@ _NAMES = {
     "loss": ("lcrec_loss", "labelled_logits", "decoder_body"),
     "model": ("LCRecModelConfig", "load_causal_lm", "prepare_model", "save_model", "load_model",
               "trainable_parameters", "smollm2_gguf", "smollm2_folder"),
+    "decoder": ("LCRecDecoder", "check_left_padded", "left_pad", "dict_trie_prefix_fn", "hf_generate_recommend",
+                "tokens_to_identifiers", "generate_text"),
 }
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}
 __all__ = sorted(_WHERE)
