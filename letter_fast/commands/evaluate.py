@@ -161,6 +161,7 @@ def run_lcrec(args, cfg: EvaluateConfig) -> int:
 
     from letter_fast.commands.train_tiger import load_data_and_codes
     from letter_fast.genrec.lcrec.evaluate import evaluate_lcrec, write_lcrec_results
+    from letter_fast.genrec.lcrec.tokens import CodeTokens
     from letter_fast.genrec.lcrec.train import load_lcrec
     from letter_fast.training import resolve_device
 
@@ -173,9 +174,10 @@ def run_lcrec(args, cfg: EvaluateConfig) -> int:
         **{k: v for k, v in asdict(cfg).items() if k not in ("device", "recommender")}}
     if _reuse(args, json_path, key):
         return 0
+    # the identifiers must fit the model's code tokens: checked before the model is loaded
+    CodeTokens.load(folder).check_codes(codes, "the identifiers (--index)")
     device = resolve_device(cfg.device)
     model, tokenizer, code_tokens, config = load_lcrec(folder, device=device)
-    code_tokens.check_codes(codes, "the identifiers (--index)")
     bf16 = device.type == "cuda" and config.bf16
     result = evaluate_lcrec(model, tokenizer, code_tokens, dataset, codes, split=cfg.split, templates=cfg.templates,
                             num_beams=cfg.num_beams, batch_size=cfg.batch_size, max_history=config.max_history,
