@@ -213,11 +213,11 @@ def lcrec_data(tmp_path_factory):
 
 
 def train_lcrec_argv(root, out):
-    # 34 examples, 9 micro-batches of 4, 5 steps per epoch (accumulating 2), 2 epochs; validation (and a
-    # checkpoint) every 2 steps and at each epoch end; LoRA dropout on, so the dropout streams must resume too
+    # 15 examples, 4 micro-batches of 4, 2 steps per epoch (accumulating 2), 2 epochs; validation (and a
+    # checkpoint) after every step; LoRA dropout on, so the dropout streams must resume too
     return ["train-lcrec", str(root / "Tiny"), "--index", str(root / "tiny.index.json"), "--model", str(root / "base"),
             "--out-dir", str(out), "--device", "cpu", "--epochs", "2", "--batch-size", "8", "--micro-batch-size", "4",
-            "--lr", "0.005", "--num-beams", "10", "--eval-every-steps", "2", "--test-templates", "0,1",
+            "--lr", "0.005", "--num-beams", "10", "--eval-every-steps", "1", "--test-templates", "0,1",
             "--no-progress"]
 
 
@@ -232,8 +232,8 @@ def test_train_lcrec_twice_gives_the_same_bytes(lcrec_data, lcrec_reference, tmp
 
 
 @pytest.mark.slow    # a subprocess importing transformers and peft
-@pytest.mark.parametrize("kill_at", ["step:3",                    # between the step-2 and step-4 checkpoints
-                                     "write:checkpoint.pt:3",     # inside the third checkpoint write
+@pytest.mark.parametrize("kill_at", ["step:3",                    # epoch 2, after the step-2 checkpoint
+                                     "write:checkpoint.pt:3",     # inside the step-3 (mid-epoch) checkpoint write
                                      "write:train_settings.toml:1"])   # best/ renamed in, its settings not yet
 def test_train_lcrec_killed_and_restarted_ends_like_an_uninterrupted_run(lcrec_data, lcrec_reference, tmp_path,
                                                                          kill_at):
