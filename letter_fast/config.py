@@ -53,6 +53,7 @@ SETTINGS_FILE = "settings.toml"
 SHIPPED = {
     "embed": ("letter_fast.commands.embed:EmbedConfig", "embed"),
     "evaluate": ("letter_fast.commands.evaluate:EvaluateConfig", "evaluate"),
+    "lcrec": ("letter_fast.genrec.lcrec.train:LCRecTrainConfig", "train-lcrec"),
     "pipeline": ("letter_fast.pipeline:PipelineConfig", "run"),
     "sasrec": ("letter_fast.cf.sasrec:SASRecConfig", "train-cf"),
     "tiger": ("letter_fast.genrec.train:TigerTrainConfig", "train-tiger"),

@@ -1,16 +1,17 @@
 """The whole pipeline as one library call (what ``letter-fast run`` wraps), like RecBole's ``run_recbole``.
 
-    semantic embeddings -> CF embeddings (SASRec) -> LETTER tokenizer -> TIGER -> evaluation
+    semantic embeddings -> CF embeddings (SASRec) -> LETTER tokenizer -> TIGER or LC-Rec -> evaluation
 
     from letter_fast.pipeline import run_pipeline
     result = run_pipeline()                                    # synthetic catalog, runs/synthetic/pipeline
     result = run_pipeline("scientific", out_dir="runs/sci", embeddings="sci.npy", tiger_max_steps=20000)
     result["test"]["TIGER on letter identifiers"]["ndcg@10"]
+    result = run_pipeline("scientific", recommender="lcrec", lcrec_model="smollm2")   # LC-Rec instead of TIGER
 
-Every budget is a count (SASRec epochs, tokenizer epochs, TIGER optimizer steps), never a time, so the same call
-repeats exactly. Each stage writes into its folder under ``out_dir`` (``sasrec/``, ``tokenizer/``, ``tiger/``, each
-with its own ``settings.toml``) and resumes from what it finds there; ``out_dir/settings.toml`` holds the
-:class:`PipelineConfig` and ``out_dir/results.json`` the result.
+Every budget is a count (SASRec epochs, tokenizer epochs, TIGER / LC-Rec optimizer steps), never a time, so the same
+call repeats exactly. Each stage writes into its folder under ``out_dir`` (``sasrec/``, ``tokenizer/``, ``tiger/`` or
+``lcrec/``, each with its own ``settings.toml``) and resumes from what it finds there; ``out_dir/settings.toml`` holds
+the :class:`PipelineConfig` and ``out_dir/results.json`` the result.
 """
 
 from __future__ import annotations
@@ -36,8 +37,11 @@ def _setting(default, help: str):
 
 @dataclass
 class PipelineConfig:
-    """The pipeline: SASRec CF embeddings, the LETTER tokenizer, TIGER, evaluation; budgets in epochs and steps."""
+    """The pipeline: SASRec CF embeddings, the LETTER tokenizer, TIGER or LC-Rec, evaluation; budgets in epochs and
+    steps."""
 
+    recommender: str = _setting("tiger", "the generative recommender: tiger (T5 from scratch) | lcrec (an LLM with "
+                                         "code tokens and LoRA; needs the lcrec extra)")
     variant: str = _setting("letter", "tokenizer variant: rqvae | cf | diversity | letter")
     sasrec_epochs: int = _setting(50, "SASRec epochs (early stopping on validation NDCG@10 may end it sooner)")
     tokenizer_epochs: int = _setting(300, "tokenizer epochs")
@@ -48,6 +52,9 @@ class PipelineConfig:
     tiger_size: str = _setting("auto", "paper: TIGER's 4+4 layers, d_model 128; small: 2+2 layers, d_model 64 "
                                        "(trains in minutes on a CPU); auto: small for the synthetic catalog, paper "
                                        "otherwise")
+    lcrec_model: str = _setting("smollm2", "LC-Rec's base LLM: a local Hugging Face causal-LM folder or smollm2")
+    lcrec_max_steps: int = _setting(0, "LC-Rec optimizer steps (also the schedule's length; 0 = the recipe's 4 "
+                                       "epochs)")
     seed: int = _setting(0, "random seed of every stage (and of the synthetic catalog)")
     device: str = _setting("auto", "auto | cpu | cuda | cuda:N")
 
@@ -56,6 +63,10 @@ class PipelineConfig:
 
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.recommender not in ("tiger", "lcrec"):
+            raise ValueError(f"recommender must be tiger or lcrec, got {self.recommender!r}")
+        if self.lcrec_max_steps < 0:
+            raise ValueError(f"lcrec_max_steps must be >= 0, got {self.lcrec_max_steps}")
         if self.tiger_size not in ("auto", *TIGER_SIZES):
             raise ValueError(f"tiger_size must be auto, small or paper, got {self.tiger_size!r}")
         for name in ("sasrec_epochs", "tokenizer_epochs", "tiger_max_steps"):
@@ -84,6 +95,7 @@ def run_pipeline(
     sasrec_config=None,
     tokenizer_config=None,
     tiger_config=None,
+    lcrec_config=None,
     **settings,
 ) -> dict:
     """Run every stage on ``dataset`` and return the result (also written to ``out_dir/results.json``).
@@ -96,11 +108,13 @@ def run_pipeline(
     starts every stage afresh; ``log=None`` prints nothing.
     ``sasrec_config`` (:class:`~letter_fast.cf.sasrec.SASRecConfig`),
     ``tokenizer_config`` (:class:`~letter_fast.tokenizer.config.TokenizeConfig`) and ``tiger_config``
-    (:class:`~letter_fast.genrec.train.TigerTrainConfig`) set everything else of a stage; the pipeline's settings
-    (budgets, variant, tau, seed, device; and the TIGER size unless ``tiger_config`` is given) are applied over them.
+    (:class:`~letter_fast.genrec.train.TigerTrainConfig`) and ``lcrec_config``
+    (:class:`~letter_fast.genrec.lcrec.train.LCRecTrainConfig`) set everything else of a stage; the pipeline's settings
+    (budgets, variant, tau (TIGER's), LC-Rec's base model, seed, device; and the TIGER size unless ``tiger_config`` is
+    given) are applied over them.
 
     Returns ``{"dataset", "settings", "tokenizer": {collision rates, ...}, "test": {model: Recall/NDCG@5/10},
-    "tiger": {...}}``.
+    "tiger": {...}}`` (``"lcrec"`` instead of ``"tiger"`` with ``recommender="lcrec"``).
     """
     from letter_fast.cf.sasrec import SASRecConfig, save_result, train_sasrec
     from letter_fast.data import Dataset, load_dataset, make_synthetic_catalog
@@ -160,29 +174,34 @@ def run_pipeline(
                             tcfg.train_config(), resume=resume)
     codes = load_tensor(out / "tokenizer" / f"{dataset.name}.codes.pt", "codes").long()
 
-    # 4. TIGER + evaluation
-    size = cfg.tiger_size if cfg.tiger_size != "auto" else ("small" if synthetic else "paper")
-    log(f"== TIGER (tau {cfg.tau}, {cfg.tiger_max_steps} steps, {'given' if tiger_config else size} size)")
-    # epochs high enough that the step budget is what ends training (early stopping aside)
-    base = tiger_config or TigerTrainConfig(**TIGER_SIZES[size])
-    tiger_cfg = dataclasses.replace(base, tau=cfg.tau, max_steps=cfg.tiger_max_steps, epochs=10_000,
-                                    eval_every_steps=cfg.tiger_eval_every_steps, seed=cfg.seed, device=cfg.device,
-                                    progress=progress)
-    if not resume and (out / "tiger" / "checkpoint.pt").exists():
-        (out / "tiger" / "checkpoint.pt").unlink()
-    save_settings(tiger_cfg, out / "tiger")
-    tiger = train_and_evaluate_tiger(dataset, codes, tiger_cfg, out_dir=out / "tiger", log=log)
+    # 4. TIGER or LC-Rec + evaluation
+    if cfg.recommender == "lcrec":
+        name, stage = "LC-Rec", "lcrec"
+        genrec = _lcrec_stage(cfg, dataset, codes, out, lcrec_config, resume, progress, log)
+    else:
+        name, stage = "TIGER", "tiger"
+        size = cfg.tiger_size if cfg.tiger_size != "auto" else ("small" if synthetic else "paper")
+        log(f"== TIGER (tau {cfg.tau}, {cfg.tiger_max_steps} steps, {'given' if tiger_config else size} size)")
+        # epochs high enough that the step budget is what ends training (early stopping aside)
+        base = tiger_config or TigerTrainConfig(**TIGER_SIZES[size])
+        tiger_cfg = dataclasses.replace(base, tau=cfg.tau, max_steps=cfg.tiger_max_steps, epochs=10_000,
+                                        eval_every_steps=cfg.tiger_eval_every_steps, seed=cfg.seed, device=cfg.device,
+                                        progress=progress)
+        if not resume and (out / "tiger" / "checkpoint.pt").exists():
+            (out / "tiger" / "checkpoint.pt").unlink()
+        save_settings(tiger_cfg, out / "tiger")
+        genrec = train_and_evaluate_tiger(dataset, codes, tiger_cfg, out_dir=out / "tiger", log=log)
 
     rows = {}
     if sasrec_test is not None:
         rows["SASRec"] = sasrec_test
-    rows[f"TIGER on {cfg.variant} identifiers"] = {k: v for k, v in tiger.items()
-                                                   if k.split("@")[0] in ("recall", "ndcg")}
+    rows[f"{name} on {cfg.variant} identifiers"] = {k: v for k, v in genrec.items()
+                                                    if k.split("@")[0] in ("recall", "ndcg")}
     summary = {"dataset": dataset.name, "settings": dataclasses.asdict(cfg), "tokenizer": {k: report[k] for k in (
         "collision_rate_before_reassignment", "collision_rate", "first_level_gini", "cf_neighbour_code_similarity")},
         "test": rows,
         # timings vary from run to run: they stay out of the result so that a repeated run writes the same file
-        "tiger": {k: v for k, v in tiger.items() if not (isinstance(v, float) and v != v) and "per_s" not in k}}
+        stage: {k: v for k, v in genrec.items() if not (isinstance(v, float) and v != v) and "per_s" not in k}}
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     log(f"\n== results on {dataset.name} (test split, full ranking)")
     for name, metrics in rows.items():
@@ -191,6 +210,22 @@ def run_pipeline(
         f"CF-pair code similarity {report['cf_neighbour_code_similarity']:.3f}")
     log(f"wrote {out / 'results.json'}")
     return summary
+
+
+def _lcrec_stage(cfg: PipelineConfig, dataset, codes, out: Path, lcrec_config, resume: bool, progress: bool,
+                 log) -> dict:
+    from letter_fast.genrec.lcrec.train import LCRecTrainConfig, train_and_evaluate_lcrec
+
+    base = lcrec_config or LCRecTrainConfig()
+    budget = dict(max_steps=cfg.lcrec_max_steps, epochs=10_000) if cfg.lcrec_max_steps else {}
+    lcrec_cfg = dataclasses.replace(base, base_model=cfg.lcrec_model, seed=cfg.seed, device=cfg.device,
+                                    progress=progress, **budget)
+    log(f"== LC-Rec ({lcrec_cfg.base_model}, "
+        f"{f'{cfg.lcrec_max_steps} steps' if cfg.lcrec_max_steps else f'{lcrec_cfg.epochs} epochs'})")
+    if not resume and (out / "lcrec" / "checkpoint.pt").exists():
+        (out / "lcrec" / "checkpoint.pt").unlink()
+    save_settings(lcrec_cfg, out / "lcrec")
+    return train_and_evaluate_lcrec(dataset, codes, lcrec_cfg, out_dir=out / "lcrec", resume=resume, log=log)
 
 
 __all__ = ["PipelineConfig", "run_pipeline", "TIGER_SIZES"]

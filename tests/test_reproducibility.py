@@ -200,6 +200,51 @@ def test_train_tiger_killed_and_restarted_ends_like_an_uninterrupted_run(tiger_d
                                        kill_at)
 
 
+# ------------------------------------------------------------------------------------------------------ LC-Rec
+
+
+@pytest.fixture(scope="module")
+def lcrec_data(tmp_path_factory):
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from letter_fast.genrec.lcrec.testing import save_tiny_base, tiny_codes, tiny_dataset
+
+    root = tmp_path_factory.mktemp("lcrec")
+    save_tiny_base(root / "base", seed=1)
+    tiny_dataset(num_users=8).save(root / "Tiny")
+    write_index_json(root / "tiny.index.json", tiny_codes())
+    return root
+
+
+def train_lcrec_argv(root, out):
+    # 15 examples, 4 micro-batches of 4, 2 steps per epoch (accumulating 2), 2 epochs; validation (and a
+    # checkpoint) after every step; LoRA dropout on, so the dropout streams must resume too
+    return ["train-lcrec", str(root / "Tiny"), "--index", str(root / "tiny.index.json"), "--model", str(root / "base"),
+            "--out-dir", str(out), "--device", "cpu", "--epochs", "2", "--batch-size", "8", "--micro-batch-size", "4",
+            "--lr", "0.005", "--num-beams", "10", "--eval-every-steps", "1", "--test-templates", "0,1",
+            "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def lcrec_reference(lcrec_data, tmp_path_factory):
+    return reference_run(lambda out: train_lcrec_argv(lcrec_data, out), tmp_path_factory, "lcrecref")
+
+
+def test_train_lcrec_twice_gives_the_same_bytes(lcrec_data, lcrec_reference, tmp_path):
+    assert_rerun_gives_the_same_bytes(lambda out: train_lcrec_argv(lcrec_data, out), lcrec_reference, tmp_path)
+    assert (lcrec_reference / "metrics.json").exists() and (lcrec_reference / "best" / "lcrec.json").exists()
+
+
+@pytest.mark.slow    # a subprocess importing transformers and peft
+@pytest.mark.parametrize("kill_at", ["step:3",                    # epoch 2, after the step-2 checkpoint
+                                     "write:checkpoint.pt:3",     # inside the step-3 (mid-epoch) checkpoint write
+                                     "write:train_settings.toml:1"])   # best/ renamed in, its settings not yet
+def test_train_lcrec_killed_and_restarted_ends_like_an_uninterrupted_run(lcrec_data, lcrec_reference, tmp_path,
+                                                                         kill_at):
+    assert_restart_ends_like_reference(lambda out: train_lcrec_argv(lcrec_data, out), lcrec_reference, tmp_path,
+                                       kill_at)
+
+
 # ---------------------------------------------------------------------------------------------------- pipeline
 
 PIPELINE_SCRIPT = """

@@ -82,3 +82,26 @@ def test_run_command_on_the_synthetic_catalog(tmp_path, capsys):
     # the saved settings repeat the run: --config <out-dir>/settings.toml gives the same settings
     assert main(["run", "--config", str(out / "settings.toml"), "--print-config"]) == 0
     assert "tiger_max_steps = 20" in capsys.readouterr().out
+
+
+def test_run_pipeline_with_lcrec(tmp_path):
+    pytest.importorskip("peft")
+    from letter_fast.data import make_synthetic_catalog
+    from letter_fast.genrec.lcrec.testing import save_tiny_base
+    from letter_fast.genrec.lcrec.train import LCRecTrainConfig
+    from letter_fast.pipeline import run_pipeline
+
+    base = save_tiny_base(tmp_path / "base", seed=1)
+    catalog = make_synthetic_catalog(num_items=64, num_users=40, dim=16, cf_dim=8, num_semantic_clusters=4,
+                                     num_collab_groups=4, min_length=5, max_length=8, seed=0)
+    stages = tiny_stage_configs()
+    stages.pop("tiger_config")
+    lcrec = LCRecTrainConfig(batch_size=8, micro_batch_size=8, lr=5e-3, num_beams=10, valid_users=8,
+                             eval_batch_size=16, test_templates="0")
+    result = run_pipeline(catalog, tmp_path / "run", progress=False, log=None, sasrec_epochs=1, tokenizer_epochs=2,
+                          recommender="lcrec", lcrec_model=str(base), lcrec_max_steps=2, seed=1, device="cpu",
+                          lcrec_config=lcrec, **stages)
+    assert set(result["test"]) == {"SASRec", "LC-Rec on letter identifiers"} and "lcrec" in result
+    assert result["lcrec"]["test_users"] == 40 and result["lcrec"]["stopped"] == "step budget"
+    assert load_settings(LCRecTrainConfig, tmp_path / "run" / "lcrec").base_model == str(base)
+    assert (tmp_path / "run" / "lcrec" / "best" / "lcrec.json").is_file()

@@ -24,7 +24,7 @@ from typing import Optional
 from letter_fast.config import add_config_arguments, field_default
 
 # The commands that take the common flags (cli.py's names); a test checks each one's --help.
-DATASET_COMMANDS = ("embed", "train-cf", "tokenize", "train-tiger", "evaluate", "run")
+DATASET_COMMANDS = ("embed", "train-cf", "tokenize", "train-tiger", "train-lcrec", "evaluate", "run")
 
 
 def _default(cls, name: str, fallback):

@@ -9,6 +9,9 @@ peft):
 * :mod:`~letter_fast.genrec.lcrec.collate`   tokenization, padding and labels (``TrainCollator``, ``PromptCollator``)
 * :mod:`~letter_fast.genrec.lcrec.loss`      the loss with the LM head only at labelled positions (``lcrec_loss``)
 * :mod:`~letter_fast.genrec.lcrec.model`     loading, LoRA / embeddings setup, save / load (``LCRecModelConfig``)
+* :mod:`~letter_fast.genrec.lcrec.decoder`   constrained beam search over the identifier trie (``LCRecDecoder``)
+* :mod:`~letter_fast.genrec.lcrec.train`     the trainer on ``letter_fast.training.fit`` (``train_lcrec``)
+* :mod:`~letter_fast.genrec.lcrec.evaluate`  Recall / NDCG@5/10 per prompt template (``evaluate_lcrec``)
 * :mod:`~letter_fast.genrec.lcrec.testing`   tiny random models and a tokenizer built in code, for tests
 """
 
@@ -28,6 +31,9 @@ _NAMES = {
               "trainable_parameters", "smollm2_gguf", "smollm2_folder"),
     "decoder": ("LCRecDecoder", "check_left_padded", "left_pad", "dict_trie_prefix_fn", "hf_generate_recommend",
                 "tokens_to_identifiers", "generate_text"),
+    "train": ("LCRecTrainConfig", "LCRecRun", "train_lcrec", "train_and_evaluate_lcrec", "build_lcrec_model",
+              "load_lcrec"),
+    "evaluate": ("evaluate_lcrec", "write_lcrec_results"),
 }
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -209,8 +209,11 @@ def prepare_model(model, code_tokens: CodeTokens, config: Optional[LCRecModelCon
 
 
 def _is_tied(model) -> bool:
+    # through peft's wrappers to the layers they wrap: a wrapper's ``weight`` may be a fresh tensor per access
+    # (base + trainable delta), whose address says nothing about tying
     out = model.get_output_embeddings()
-    return out is not None and out.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    return out is not None and \
+        _unwrapped_weight(out).data_ptr() == _unwrapped_weight(model.get_input_embeddings()).data_ptr()
 
 
 def trainable_parameters(model) -> tuple[int, int]:
@@ -241,6 +244,19 @@ def _unwrapped_weight(module) -> torch.Tensor:
     return module.weight
 
 
+def _sort_adapter_config(folder: Path) -> None:
+    """peft keeps ``target_modules`` as a set and writes it in hash order (it changes from process to process): write
+    it sorted, so that the same model gives the same bytes."""
+    path = folder / "adapter_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    for key in ("target_modules", "modules_to_save"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
 def save_model(model, tokenizer, code_tokens: CodeTokens, folder: PathLike,
                config: Optional[LCRecModelConfig] = None) -> Path:
     """Write adapters (or the full model), tokenizer, code-token metadata and base code-token rows to ``folder``.
@@ -254,6 +270,7 @@ def save_model(model, tokenizer, code_tokens: CodeTokens, folder: PathLike,
     tmp.mkdir(parents=True)
     if hasattr(model, "peft_config"):
         model.save_pretrained(tmp, save_embedding_layers=False)
+        _sort_adapter_config(tmp)
         base = _base_of(model)
         rows = torch.tensor(code_tokens.token_ids, dtype=torch.long)
         state = {"rows": rows,
@@ -272,9 +289,14 @@ def save_model(model, tokenizer, code_tokens: CodeTokens, folder: PathLike,
             "config": {**dataclasses.asdict(config), "base_model": base_model,
                        "lora_target_modules": list(config.lora_target_modules)}}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    # swap by renames: a kill at any point leaves the old folder, the new one, or both under temporary names
+    # (``<name>.old-<pid>``, ``<name>.tmp-<pid>``), never a half-written ``folder``
+    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
     if folder.exists():
-        shutil.rmtree(folder)
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(folder, old)
     os.rename(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
     return folder
 
 

@@ -66,6 +66,18 @@ def tiny_causal_lm(family: str = "llama", vocab_size: int = 400, *, hidden_size:
     return model.eval()
 
 
+def save_tiny_base(folder, family: str = "llama", seed: int = 0, **kwargs):
+    """:func:`tiny_causal_lm` and :func:`tiny_tokenizer` saved as a local causal-LM folder (what ``--model PATH``
+    and ``load_causal_lm`` read); returns the folder."""
+    from pathlib import Path
+
+    tok = tiny_tokenizer()
+    model = tiny_causal_lm(family, len(tok), seed=seed, **kwargs)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return Path(folder)
+
+
 def tiny_codes(num_items: int = 12, num_levels: int = 3, num_codes: int = 8, seed: int = 0) -> torch.Tensor:
     """``[V, L]`` distinct random item codes."""
     g = torch.Generator().manual_seed(seed)
@@ -94,4 +106,4 @@ def tiny_dataset(num_users: int = 6, num_items: int = 12, with_text: bool = True
     return Dataset(name="Tiny", histories=histories, num_items=num_items, items=items)
 
 
-__all__ = ["tiny_tokenizer", "tiny_causal_lm", "tiny_codes", "tiny_dataset", "EOS_TOKEN"]
+__all__ = ["tiny_tokenizer", "tiny_causal_lm", "save_tiny_base", "tiny_codes", "tiny_dataset", "EOS_TOKEN"]
