@@ -72,3 +72,75 @@ def require_dataset(args) -> str:
     if not args.dataset:
         raise ValueError("give a data set (folder, <Name>.inter.json, or a name under the data root)")
     return args.dataset
+
+
+def load_data_and_codes(data: str, data_root, index_path):
+    """The data set and its ``[V, L]`` item codes (``index_path`` or the data set's own index)."""
+    from letter_fast.data import load_dataset, read_index_json
+
+    dataset = load_dataset(data, data_root)
+    if index_path:
+        codes = read_index_json(index_path, num_items=dataset.num_items)
+    elif dataset.codes is not None:
+        codes = dataset.codes
+    else:
+        raise FileNotFoundError(f"{dataset.name} has no {dataset.name}.index.json; pass the identifiers with --index")
+    return dataset, codes
+
+
+@dataclasses.dataclass
+class RecommenderRun:
+    """What every recommender-training command sets up the same way (train-tiger, train-lcrec)."""
+
+    config: object
+    dataset: object
+    codes: object
+    out: object          # Path of the run folder
+    main: bool           # rank 0 (writes the files, prints)
+
+    def log(self, *parts) -> None:
+        if self.main:
+            print(*parts)
+
+
+def start_recommender_run(args, config_cls, suffix: str, describe: str = "") -> RecommenderRun:
+    """Settings (defaults <- --config <- flags, validated), data set + identifiers, the run folder
+    (``--out-dir``, default ``runs/<name>-<suffix>``; ``--no-resume`` drops its checkpoint) and its
+    ``settings.toml``, written by rank 0 only."""
+    import os
+    from pathlib import Path
+
+    from letter_fast.config import config_from_args, save_settings
+
+    config = config_from_args(config_cls, args)
+    config.validate()
+    require_dataset(args)
+    dataset, codes = load_data_and_codes(args.dataset, args.data_root, args.index)
+    out = Path(args.out_dir) if args.out_dir else Path("runs") / f"{dataset.name.lower()}-{suffix}"
+    main = int(os.environ.get("RANK", "0")) == 0
+    if not args.resume and main and (out / "checkpoint.pt").exists():
+        (out / "checkpoint.pt").unlink()
+    run = RecommenderRun(config=config, dataset=dataset, codes=codes, out=out, main=main)
+    if main:
+        save_settings(config, out)
+    run.log(f"{dataset.name}: {dataset.num_users} users, {dataset.num_items} items, identifiers "
+            f"{tuple(codes.shape)}{describe} -> {out}")
+    return run
+
+
+def finish_recommender_run(run: RecommenderRun, metrics: dict, write, name: str, unit: str, **result) -> None:
+    """Rank 0 writes ``metrics.json`` + ``metrics.md`` through ``write(result, json_path, md_path, name=...)`` and
+    prints the table and the training speed (``timing.json``). ``result`` adds keys to the json."""
+    import json
+
+    if not run.main:
+        return
+    result = {"metrics": {k: v for k, v in metrics.items() if "@" in k and not k.startswith("best")},
+              "users": metrics["test_users"], "num_beams": run.config.num_beams, **result}
+    result.setdefault("details", metrics)
+    table = write(result, run.out / "metrics.json", run.out / "metrics.md", name=f"{name} on {run.dataset.name}")
+    timing = run.out / "timing.json"
+    speed = json.loads(timing.read_text()).get("train_samples_per_s", float("nan")) if timing.exists() \
+        else float("nan")
+    print(f"stopped: {metrics['stopped']}; training {speed:.1f} {unit}/s")
+    print(table, end="")

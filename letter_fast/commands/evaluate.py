@@ -117,7 +117,7 @@ def _reuse(args, json_path: Path, key: dict) -> bool:
 def run(args) -> int:
     import torch
 
-    from letter_fast.commands.train_tiger import load_data_and_codes
+    from letter_fast.commands.common import load_data_and_codes
     from letter_fast.data import split_dataset
     from letter_fast.genrec.evaluate import evaluate_tiger, write_results
     from letter_fast.genrec.train import load_tiger, resolve_device
@@ -159,7 +159,7 @@ def run(args) -> int:
 def run_lcrec(args, cfg: EvaluateConfig) -> int:
     import torch
 
-    from letter_fast.commands.train_tiger import load_data_and_codes
+    from letter_fast.commands.common import load_data_and_codes
     from letter_fast.genrec.lcrec.evaluate import evaluate_lcrec, write_lcrec_results
     from letter_fast.genrec.lcrec.tokens import CodeTokens
     from letter_fast.genrec.lcrec.train import load_lcrec

@@ -24,12 +24,8 @@ Multi-process: ``torchrun --nproc_per_node 2 -m letter_fast.cli train-lcrec ...`
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from pathlib import Path
 
-from letter_fast.commands.common import add_common_arguments, require_dataset
-from letter_fast.config import config_from_args, save_settings
+from letter_fast.commands.common import add_common_arguments, finish_recommender_run, start_recommender_run
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -48,32 +44,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from letter_fast.commands.train_tiger import load_data_and_codes
     from letter_fast.genrec.lcrec.evaluate import write_lcrec_results
     from letter_fast.genrec.lcrec.train import LCRecTrainConfig, train_and_evaluate_lcrec
 
-    config = config_from_args(LCRecTrainConfig, args)
-    config.validate()
-    require_dataset(args)
-    dataset, codes = load_data_and_codes(args.dataset, args.data_root, args.index)
-    out = Path(args.out_dir) if args.out_dir else Path("runs") / f"{dataset.name.lower()}-lcrec"
-    main_rank = int(os.environ.get("RANK", "0")) == 0
-    if not args.resume and main_rank and (out / "checkpoint.pt").exists():
-        (out / "checkpoint.pt").unlink()
-    if main_rank:
-        save_settings(config, out)
-        print(f"{dataset.name}: {dataset.num_users} users, {dataset.num_items} items, identifiers {tuple(codes.shape)}"
-              f", base model {config.base_model} -> {out}")
-    metrics = train_and_evaluate_lcrec(dataset, codes, config, out_dir=out, resume=args.resume,
-                                       log=print if main_rank else (lambda *a: None))
-    if main_rank:
-        result = {"metrics": {k: v for k, v in metrics.items() if "@" in k and not k.startswith("best")},
-                  "per_template": metrics["per_template"], "templates": metrics["templates"],
-                  "users": metrics["test_users"], "num_beams": config.num_beams,
-                  "details": {k: v for k, v in metrics.items() if k != "per_template"}}
-        table = write_lcrec_results(result, out / "metrics.json", out / "metrics.md", name=f"LC-Rec on {dataset.name}")
-        speed = json.loads((out / "timing.json").read_text()).get("train_samples_per_s", float("nan")) \
-            if (out / "timing.json").exists() else float("nan")
-        print(f"stopped: {metrics['stopped']}; training {speed:.1f} examples/s")
-        print(table, end="")
+    run = start_recommender_run(args, LCRecTrainConfig, "lcrec")
+    run.log(f"base model {run.config.base_model}")
+    metrics = train_and_evaluate_lcrec(run.dataset, run.codes, run.config, out_dir=run.out, resume=args.resume,
+                                       log=run.log)
+    finish_recommender_run(run, metrics, write_lcrec_results, "LC-Rec", "examples",
+                           per_template=metrics["per_template"], templates=metrics["templates"],
+                           details={k: v for k, v in metrics.items() if k != "per_template"})
     return 0

@@ -17,12 +17,8 @@ Multi-process: ``torchrun --nproc_per_node 2 -m letter_fast.cli train-tiger ...`
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from pathlib import Path
 
-from letter_fast.commands.common import add_common_arguments, require_dataset
-from letter_fast.config import config_from_args, save_settings
+from letter_fast.commands.common import add_common_arguments, finish_recommender_run, start_recommender_run
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -37,44 +33,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def load_data_and_codes(data: str, data_root, index_path):
-    """The data set and its ``[V, L]`` item codes (``index_path`` or the data set's own index)."""
-    from letter_fast.data import load_dataset, read_index_json
-
-    dataset = load_dataset(data, data_root)
-    if index_path:
-        codes = read_index_json(index_path, num_items=dataset.num_items)
-    elif dataset.codes is not None:
-        codes = dataset.codes
-    else:
-        raise FileNotFoundError(f"{dataset.name} has no {dataset.name}.index.json; pass the identifiers with --index")
-    return dataset, codes
-
-
 def run(args) -> int:
     from letter_fast.genrec.evaluate import write_results
     from letter_fast.genrec.train import TigerTrainConfig, train_and_evaluate_tiger
 
-    config = config_from_args(TigerTrainConfig, args)
-    config.validate()
-    require_dataset(args)
-    dataset, codes = load_data_and_codes(args.dataset, args.data_root, args.index)
-    out = Path(args.out_dir) if args.out_dir else Path("runs") / f"{dataset.name.lower()}-tiger"
-    main_rank = int(os.environ.get("RANK", "0")) == 0
-    if not args.resume and main_rank and (out / "checkpoint.pt").exists():
-        (out / "checkpoint.pt").unlink()
-    if main_rank:
-        save_settings(config, out)
-        print(f"{dataset.name}: {dataset.num_users} users, {dataset.num_items} items, identifiers {tuple(codes.shape)}"
-              f" -> {out}")
-    metrics = train_and_evaluate_tiger(dataset, codes, config, out_dir=out,
-                                       log=print if main_rank else (lambda *a: None))
-    if main_rank:
-        result = {"metrics": {k: v for k, v in metrics.items() if "@" in k and not k.startswith("best")},
-                  "users": metrics["test_users"], "num_beams": config.num_beams, "details": metrics}
-        table = write_results(result, out / "metrics.json", out / "metrics.md", name=f"TIGER on {dataset.name}")
-        speed = json.loads((out / "timing.json").read_text()).get("train_samples_per_s", float("nan")) \
-            if (out / "timing.json").exists() else float("nan")
-        print(f"stopped: {metrics['stopped']}; training {speed:.0f} samples/s")
-        print(table, end="")
+    run = start_recommender_run(args, TigerTrainConfig, "tiger")
+    metrics = train_and_evaluate_tiger(run.dataset, run.codes, run.config, out_dir=run.out, log=run.log)
+    finish_recommender_run(run, metrics, write_results, "TIGER", "samples")
     return 0
