@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 
 from letter_fast.io import PathLike, atomic_write
@@ -226,16 +227,111 @@ def codes_to_index(codes: torch.Tensor) -> dict[str, list[str]]:
 
 
 def read_index_json(path: PathLike, num_items: Optional[int] = None) -> torch.Tensor:
-    """Read ``<Name>.index.json`` into a LongTensor ``[V, L]`` (row = item id)."""
-    codes = index_to_codes(_read_json(path, "item index"), source=str(path))
+    """Read ``<Name>.index.json`` into a LongTensor ``[V, L]`` (row = item id).
+
+    A file in the layout :func:`write_index_json` writes (``json.dump`` with no indent, items in id order) is
+    parsed from its bytes with numpy and verified by re-rendering it chunk by chunk (no per-item Python object;
+    1e7 items in seconds); any other layout goes through ``json.load`` and the validating reader.
+    """
+    codes = _read_index_canonical(path)
+    if codes is None:
+        codes = index_to_codes(_read_json(path, "item index"), source=str(path))
     if num_items is not None and codes.shape[0] != num_items:
         raise DataFormatError(f"{path}: identifiers for {codes.shape[0]} items, the catalog has {num_items}")
     return codes
 
 
-def write_index_json(path: PathLike, codes: torch.Tensor, indent: Optional[int] = None) -> Path:
-    """Write a ``[V, L]`` code tensor as ``<Name>.index.json`` (readable by the LC-Rec/LETTER tools), atomically."""
-    return _write_json(path, codes_to_index(codes), indent)
+def write_index_json(path: PathLike, codes, indent: Optional[int] = None, chunk_rows: int = 1 << 16) -> Path:
+    """Write a ``[V, L]`` code tensor (or integer array) as ``<Name>.index.json`` (readable by the LC-Rec/LETTER
+    tools), atomically.
+
+    With ``indent=None`` the file is streamed ``chunk_rows`` items at a time, byte for byte what
+    ``json.dump(codes_to_index(codes))`` writes, without building the dict (1e7 items: no per-item objects).
+    """
+    if not isinstance(codes, torch.Tensor):
+        codes = torch.from_numpy(np.ascontiguousarray(codes))
+    if indent is not None:
+        return _write_json(path, codes_to_index(codes), indent)
+    codes_to_index(codes[:0])            # the checks on shape and dtype
+    if codes.numel() and int(codes.min()) < 0:
+        bad = (codes < 0).nonzero()[0].tolist()
+        raise ValueError(f"codes must be non-negative, item {bad[0]} level {bad[1]} is {int(codes[bad[0], bad[1]])}")
+    array = codes.numpy() if codes.device.type == "cpu" else codes.cpu().numpy()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("{")
+            for start in range(0, array.shape[0], chunk_rows):
+                f.write(_render_index_rows(array[start:start + chunk_rows], start))
+            f.write("}")
+    return atomic_write(path, write)
+
+
+def _render_index_rows(block: np.ndarray, start: int) -> str:
+    """``"<id>": ["<a_..>", ...]`` entries of items ``start..`` joined as json.dump joins them (``", "``)."""
+    V, L = block.shape
+    if V == 0:
+        return ""
+    out = np.array(['"' + str(i) + '": [' for i in range(start, start + V)] if V < 64 else
+                   np.char.add(np.char.add('"', np.arange(start, start + V).astype(str)), '": [').astype(object),
+                   dtype=object)
+    for level in range(L):
+        column = block[:, level]
+        table = np.array([f'"<{LEVEL_LETTERS[level]}_{c}>"' for c in range(int(column.max()) + 1)], dtype=object)
+        out = out + table[column] + ("]" if level == L - 1 else ", ")
+    if L == 0:
+        out = out + "]"
+    text = ", ".join(out.tolist())
+    return text if start == 0 else ", " + text
+
+
+def _read_index_canonical(path: PathLike) -> Optional[torch.Tensor]:
+    """Codes of an index.json in :func:`write_index_json`'s layout, or None (then the general reader runs)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size < 2 or data[0] != ord("{") or data[-1] != ord("}"):
+        return None
+    lt, gt = np.flatnonzero(data == ord("<")), np.flatnonzero(data == ord(">"))
+    colons, quotes = np.flatnonzero(data == ord(":")), np.flatnonzero(data == ord('"'))
+    V = colons.size
+    if V == 0 or lt.size != gt.size or lt.size % V or lt.size == 0 or np.any(gt <= lt + 3):
+        return None
+    L = lt.size // V
+    if L > len(LEVEL_LETTERS):
+        return None
+    values = _parse_digits(data, lt + 3, gt)
+    key_open = quotes[np.searchsorted(quotes, colons - 1) - 1]
+    ids = _parse_digits(data, key_open + 1, colons - 1)
+    if values is None or ids is None or not np.array_equal(ids, np.arange(V)):
+        return None
+    codes = values.reshape(V, L)
+    # the bytes must be exactly the canonical rendering of (ids, codes): verified chunk by chunk
+    offset, chunk = 1, 1 << 16
+    for start in range(0, V, chunk):
+        text = _render_index_rows(codes[start:start + chunk], start).encode("utf-8")
+        if not np.array_equal(data[offset:offset + len(text)], np.frombuffer(text, dtype=np.uint8)):
+            return None
+        offset += len(text)
+    if offset != data.size - 1:
+        return None
+    return torch.from_numpy(codes)
+
+
+def _parse_digits(data: np.ndarray, start: np.ndarray, stop: np.ndarray) -> Optional[np.ndarray]:
+    """Non-negative decimal integers written in ``data[start:stop]`` (vectorized); None if any is malformed."""
+    length = stop - start
+    if length.size == 0 or length.min() < 1 or length.max() > 18:
+        return None
+    value = np.zeros(start.size, dtype=np.int64)
+    for k in range(int(length.max())):
+        live = k < length
+        digit = data[np.where(live, start + k, 0)].astype(np.int64) - ord("0")
+        if np.any(live & ((digit < 0) | (digit > 9))):
+            return None
+        value = np.where(live, value * 10 + digit, value)
+    return value
 
 
 # ---------------------------------------------------------------------------------- data set + loading

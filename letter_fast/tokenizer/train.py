@@ -23,6 +23,7 @@ import torch
 from letter_fast.io import atomic_write
 from letter_fast.tokenizer.collisions import collision_rate
 from letter_fast.tokenizer.model import LetterTokenizer
+from letter_fast.tokenizer.stream import as_rows, encode_codes, init_codebooks_sampled
 from letter_fast.training import (
     BestTracker,
     LoopState,
@@ -60,6 +61,8 @@ class TokenizerTrainConfig:
     seed: int = _setting(0, "random seed")
     device: str = _setting("cpu", "torch device (\"cpu\", \"cuda\")")
     progress: bool = _setting(True, "show a progress bar")
+    kmeans_sample: int = _setting(65536, "items the k-means codebook initialization runs on (a seeded sample; 0 = "
+                                         "all items, as the reference code does)")
 
 
 def _checkpoint_path(out_dir: Path) -> Path:
@@ -90,7 +93,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
     out_dir = prepare_out_dir(out_dir)
     device = torch.device(config.device)
     model.to(device)
-    embeddings = embeddings.to(device).float()
+    embeddings = as_rows(embeddings, device)   # a tensor, or a memory map read batch by batch (stream.py)
     cf = cf.to(device).float() if cf is not None else None
     if cf is not None and cf.shape[0] != embeddings.shape[0]:
         raise ValueError(f"CF embeddings have {cf.shape[0]} rows but there are {embeddings.shape[0]} items")
@@ -116,7 +119,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
     else:
         seed_everything(config.seed)
         if not bool(model.initialized):
-            model.init_codebooks(embeddings, seed=config.seed)
+            init_codebooks_sampled(model, embeddings, seed=config.seed, sample=config.kmeans_sample)
 
     def save() -> None:
         save_checkpoint(ckpt, CHECKPOINT_KIND, VERSION, {
@@ -125,7 +128,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
             "rng": rng_state(generators)})
         timing.write()
 
-    V = embeddings.shape[0]
+    V = len(embeddings)
     bar = progress_bar(range(loop.epoch, config.epochs), desc="tokenizer", enabled=config.progress,
                        initial=loop.epoch, total=config.epochs)
     for epoch in bar:
@@ -137,7 +140,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
         totals = {"loss": 0.0, "recon": 0.0, "codebook": 0.0, "cf": 0.0, "diversity": 0.0}
         batches = 0
         for b, idx in enumerate(perm.split(config.batch_size)):
-            out = model(embeddings[idx], cf[idx] if cf is not None else None, generator=generator)
+            out = model(embeddings.rows(idx), cf[idx] if cf is not None else None, generator=generator)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             optimizer.step()
@@ -152,7 +155,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
         last = epoch + 1 == config.epochs
         if (epoch + 1) % config.eval_every == 0 or last:
             model.eval()
-            codes, _ = model.encode_items(embeddings)
+            codes = encode_codes(model, embeddings)
             record["collision_rate"] = collision_rate(codes)
             if best.update([record["collision_rate"], record["loss"]], epoch + 1):
                 save_checkpoint(out_dir / "best.pt", MODEL_KIND, VERSION,
