@@ -267,6 +267,40 @@ def write_index_json(path: PathLike, codes, indent: Optional[int] = None, chunk_
     return atomic_write(path, write)
 
 
+def read_codes(path: PathLike, num_items: Optional[int] = None, *, num_levels: Optional[int] = None,
+               codebook_size: Optional[int] = None, extra_levels: bool = True) -> torch.Tensor:
+    """Identifiers ``[V, L']`` from ``<Name>.codes.npy`` (the fast path: one binary read) or ``<Name>.index.json``,
+    checked against the catalog (``num_items``) and the tokenizer they are meant for: at least ``num_levels``
+    levels (exactly, unless ``extra_levels``: the disambiguation levels of collision re-assignment) and every code
+    in ``[0, codebook_size)``. One clear error naming the file, the item and the level otherwise."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        if not path.exists():
+            raise FileNotFoundError(f"codes file not found: {path}")
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as exc:
+            raise DataFormatError(f"{path}: not a .npy codes file ({exc})") from exc
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+            raise DataFormatError(f"{path}: codes must be a [V, L] integer array, got {array.dtype} {array.shape}")
+        codes = torch.from_numpy(np.array(array, dtype=np.int64))
+    else:
+        codes = read_index_json(path)
+    V, levels = codes.shape
+    if num_items is not None and V != num_items:
+        raise DataFormatError(f"{path}: identifiers for {V} items, the catalog has {num_items}")
+    if num_levels is not None and (levels < num_levels or (levels > num_levels and not extra_levels)):
+        raise DataFormatError(f"{path}: identifiers have {levels} levels, the tokenizer has {num_levels}"
+                              + (" (plus extra disambiguation levels)" if extra_levels else ""))
+    if codebook_size is not None and codes.numel():
+        bad = (codes < 0) | (codes >= codebook_size)
+        if bool(bad.any()):
+            item, level = bad.nonzero()[0].tolist()
+            raise DataFormatError(f"{path}: item {item}, level {level}: code {int(codes[item, level])} is outside "
+                                  f"[0, {codebook_size}) (the tokenizer has {codebook_size} codes per level)")
+    return codes
+
+
 def _render_index_rows(block: np.ndarray, start: int) -> str:
     """``"<id>": ["<a_..>", ...]`` entries of items ``start..`` joined as json.dump joins them (``", "``)."""
     V, L = block.shape

@@ -31,8 +31,6 @@ Memory: the costs are computed only for members of colliding groups, in chunks o
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 
@@ -315,31 +313,3 @@ def _spread_large_groups(large, pre_first, pre_size, order, residuals, codebook,
         extra[members, level] = digits % N
         digits //= N
     return extra
-
-
-def check_codes_fit(codes, num_levels: int, codebook_size: int, source: str = "codes",
-                    allow_extra_levels: bool = True) -> None:
-    """Raise ``ValueError`` unless ``codes [V, L']`` fit a tokenizer of ``num_levels`` levels of ``codebook_size``
-    codes: ``L' == num_levels`` (or more, the extra disambiguation levels, when ``allow_extra_levels``) and every
-    code in ``[0, codebook_size)``. The message names the first bad item and level."""
-    codes = _as_numpy_codes(codes)
-    V, levels = codes.shape
-    if levels < num_levels or (levels > num_levels and not allow_extra_levels):
-        raise ValueError(f"{source}: identifiers have {levels} levels, the tokenizer has {num_levels}"
-                         + (" (plus extra disambiguation levels)" if allow_extra_levels else ""))
-    bad = (codes < 0) | (codes >= codebook_size)
-    if bad.any():
-        item, level = np.argwhere(bad)[0]
-        raise ValueError(f"{source}: item {item}, level {level}: code {codes[item, level]} is outside "
-                         f"[0, {codebook_size}) (the tokenizer has {codebook_size} codes per level)")
-
-
-def reference_equivalent(codes, N: int) -> Optional[bool]:
-    """Whether the reference algorithm is defined on ``codes`` (no colliding prefix group over N items)."""
-    codes = _as_numpy_codes(codes)
-    V, L = codes.shape
-    if V == 0:
-        return True
-    prefix_key = row_keys(codes[:, : L - 1]) if L > 1 else np.zeros(V, dtype=np.int64)
-    _, counts = np.unique(prefix_key, return_counts=True)
-    return bool(counts.max() <= N) or collision_rate_np(codes) == 0.0

@@ -17,6 +17,7 @@ and chunked encoding, so peak memory is a fixed budget plus one batch, not ``V x
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 from typing import Optional, Union
 
@@ -71,17 +72,47 @@ def check_embeddings(arr, num_items: Optional[int] = None, *, dim: Optional[int]
     for start in range(0, arr.shape[0], chunk_rows):
         block = arr[start:start + chunk_rows]
         finite = torch.isfinite(block).all(1) if isinstance(block, torch.Tensor) else np.isfinite(block).all(1)
+        release_pages(arr)
         if not bool(finite.all()):
             row = start + int(np.flatnonzero(~np.asarray(finite))[0])
             raise ValueError(f"{source}: {what} row {row} holds NaN/Inf (the first bad row); fix or drop that item")
 
 
-class RowSource:
-    """Rows of a ``[V, D]`` embedding matrix (a tensor, a numpy array or a memory map) as float32 tensors."""
+def release_pages(arr) -> None:
+    """``madvise(MADV_DONTNEED)`` on a numpy memory map: its pages leave this process's resident set (they stay in
+    the page cache); no effect on anything else."""
+    handle = getattr(arr, "_mmap", None) if isinstance(arr, np.memmap) else None
+    if handle is not None and hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        handle.madvise(mmap.MADV_DONTNEED)
 
-    def __init__(self, data: Union[torch.Tensor, np.ndarray], device: Union[str, torch.device] = "cpu"):
+
+class RowSource:
+    """Rows of a ``[V, D]`` embedding matrix (a tensor, a numpy array or a memory map) as float32 tensors.
+
+    Pages of a memory map that have been read stay mapped into the process and count towards its resident memory
+    (``ru_maxrss``) although the kernel may drop them at any time; after every ``release_bytes`` read, the map is
+    told so (``madvise(MADV_DONTNEED)``: the pages stay in the page cache, a later read maps them again without disk
+    I/O), which keeps the resident memory of a full pass at a fixed budget instead of the file's size.
+    """
+
+    def __init__(self, data: Union[torch.Tensor, np.ndarray], device: Union[str, torch.device] = "cpu",
+                 release_bytes: int = 256 << 20):
         self.device = torch.device(device)
         self.data = data.to(self.device).float() if isinstance(data, torch.Tensor) else data
+        self.release_bytes, self._touched = int(release_bytes), 0
+        self._map = isinstance(data, np.memmap) or None
+
+    def _read(self, nbytes: int) -> None:
+        if self._map is None:
+            return
+        self._touched += nbytes
+        if self._touched >= self.release_bytes:
+            self.release()
+
+    def release(self) -> None:
+        """Unmap the pages read so far (memory maps only; no effect on the data)."""
+        self._touched = 0
+        release_pages(self.data)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -101,13 +132,16 @@ class RowSource:
         order = idx.cpu().numpy()
         sorted_idx = np.sort(order)
         block = np.array(self.data[sorted_idx], dtype=np.float32)
+        self._read(len(order) * max(4096, self.data.shape[1] * self.data.itemsize))  # a page per row at worst
         back = np.searchsorted(sorted_idx, order)
         return torch.from_numpy(block[back]).to(self.device)
 
     def slice(self, start: int, stop: int) -> torch.Tensor:
         if self.in_memory:
             return self.data[start:stop]
-        return torch.from_numpy(np.array(self.data[start:stop], dtype=np.float32)).to(self.device)  # a writable copy
+        block = np.array(self.data[start:stop], dtype=np.float32)  # a writable copy
+        self._read((stop - start) * self.data.shape[1] * self.data.itemsize)
+        return torch.from_numpy(block).to(self.device)
 
     def chunks(self, chunk_rows: int):
         for start in range(0, len(self), chunk_rows):
