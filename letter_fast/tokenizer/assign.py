@@ -12,7 +12,7 @@ one full identifier) is re-assigned as a whole:
   the next power of two (at most N) with rows of cost 0, which leave the optimum of the real rows unchanged.
   When the optimal matching of a group is unique this is exactly the reference's (scipy) answer; when several
   matchings have the same cost (identical items) either may be returned.
-* **group of exact_max_group < m <= N items** (default 64): the exact matching costs ``O(m^2 N)`` per group, too
+* **group of exact_max_group < m <= N items** (default 16): the exact matching costs ``O(m^2 N)`` per group, too
   much for a catalog where thousands of groups hold hundreds of items (an under-trained tokenizer at 1e7 items).
   Greedy instead: the item nearest to a code keeps it; the displaced items, in order of their cost to their
   nearest code (ties: code, then item id), take the nearest code still free, one item of every group per round.
@@ -183,7 +183,7 @@ def _gather_residuals(residuals, members: np.ndarray):
     return out
 
 
-def reassign_collisions(codes, last_residuals, last_codebook, *, exact_max_group: int = 64,
+def reassign_collisions(codes, last_residuals, last_codebook, *, exact_max_group: int = 16,
                         rows_per_chunk: int = 32768, return_stats: bool = False):
     """Collision-free codes ``[V, L + E]`` (``E = 0`` unless a prefix group holds more than N items).
 

@@ -110,11 +110,28 @@ def test_reassignment_matches_the_original_where_it_is_defined():
     for _ in range(60):
         codes, residuals, codebook = _random_case(rng)
         old = resolve_collisions_reference(codes, residuals, codebook)
-        new = reassign_collisions(codes, residuals, codebook)
+        exact = reassign_collisions(codes, residuals, codebook, exact_max_group=codebook.shape[0])
         if old.shape == codes.shape:   # no colliding prefix group over N: the original is defined
-            assert np.array_equal(new, old.numpy())
+            assert np.array_equal(exact, old.numpy())
             compared += 1
+            if _prefix_sizes(codes.numpy()).max() <= 16:   # the default solves groups up to 16 items exactly
+                assert np.array_equal(reassign_collisions(codes, residuals, codebook), exact)
     assert compared > 10
+
+
+def test_greedy_placement_of_large_groups_is_collision_free_and_near_optimal():
+    rng = np.random.default_rng(7)
+    N, V = 64, 60
+    codes = torch.zeros(V, 2, dtype=torch.long)
+    codes[:, 1] = torch.from_numpy(rng.integers(0, 4, V))
+    residuals, codebook = torch.randn(V, 4), torch.randn(N, 4)
+    greedy, stats = reassign_collisions(codes, residuals, codebook, return_stats=True)
+    exact = reassign_collisions(codes, residuals, codebook, exact_max_group=N)
+    assert stats["greedy_items"] == V and collision_rate_np(greedy) == 0.0
+
+    def total(c):
+        return float(((residuals - codebook[torch.from_numpy(c[:, 1])]) ** 2).sum())
+    assert total(exact) <= total(greedy) + 1e-4
 
 
 def _prefix_sizes(codes):
@@ -201,3 +218,17 @@ def test_bad_embedding_files(tmp_path):
     (tmp_path / "ok.pt").write_bytes(b"x")
     with pytest.raises(ValueError, match="must be a .npy file"):
         open_embeddings(tmp_path / "ok.pt")
+
+
+def test_pipeline_on_a_memory_map_writes_the_same_files(catalog, tmp_path):
+    from letter_fast.tokenizer.pipeline import tokenize_items
+
+    s, path = catalog
+    cfg = TokenizerTrainConfig(epochs=2, batch_size=64, eval_every=1, checkpoint_every=2, progress=False, seed=0)
+    settings = dict(SMALL, alpha=0.0, beta=0.0)
+    tokenize_items(s, None, tmp_path / "a", "Toy", settings, cfg)
+    tokenize_items(open_embeddings(path, 300), None, tmp_path / "b", "Toy", settings, cfg)
+    for name in ("Toy.index.json", "Toy.codes.pt", "Toy.codes.npy", "tokenizer_report.json", "best.pt"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert torch.equal(read_codes(tmp_path / "a" / "Toy.codes.npy", 300, num_levels=3, codebook_size=16),
+                       read_index_json(tmp_path / "a" / "Toy.index.json"))
