@@ -20,7 +20,9 @@ items/s; peak RSS <= 6 GB in every stage at 1e7; time growing linearly with V or
 b of t ~ V^b between consecutive sizes).
 
     python benchmarks/bench_scale.py --sizes 1e5 1e6          # what fits a shared machine
-    nice python benchmarks/bench_scale.py --sizes 1e7         # later, alone on the machine (about 20 min)
+    nice python benchmarks/bench_scale.py --sizes 1e7         # later, alone on the machine (about 30 min)
+    python benchmarks/bench_scale.py --sizes 1e7 --stages synthetic kmeans_init encode reassign index_io
+                                                              # without the epoch: encodes the k-means init
 
 Rows are appended to benchmarks/results/scale.csv; scale.md and scale.png show every size recorded there (the
 latest row per stage and size). Work files go to --work (default /tmp/letter_fast_scale), never into the repo.
@@ -113,14 +115,19 @@ def run_stage(stage: str, V: int, work: Path) -> dict:
         from letter_fast.tokenizer.train import load_tokenizer
 
         emb = open_embeddings(p["semantic"], V)
-        model = load_tokenizer(p["train"] / "best.pt")
+        if (p["train"] / "best.pt").exists():
+            model, trained = load_tokenizer(p["train"] / "best.pt"), "the model after one epoch"
+        else:   # --stages without epoch: the k-means-initialized model (a heavier collision case)
+            model, trained = _model(), "the k-means-initialized model (no epoch run)"
+            model.load_state_dict(torch.load(p["init"], weights_only=True))
         t0 = time.perf_counter()
         codes, residuals = encode_all(model, emb, chunk_rows=65536)
         seconds = time.perf_counter() - t0
         save_tensor(torch.from_numpy(codes), p["codes"])
         save_tensor(torch.from_numpy(residuals), p["residuals"])
         save_torch(model.codebooks.detach()[-1].clone(), work / "last_codebook.pt")
-        return {"seconds": seconds, "note": "codes + last residuals kept in memory (V x (L x 8 + d x 4) bytes)"}
+        return {"seconds": seconds, "note": f"{trained}; codes + last residuals kept in memory (V x (L x 8 + d x 4) "
+                                            "bytes)"}
     elif stage == "reassign":
         from letter_fast.tokenizer.assign import collision_rate_np, reassign_collisions
 

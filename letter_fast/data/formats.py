@@ -319,38 +319,63 @@ def _render_index_rows(block: np.ndarray, start: int) -> str:
     return text if start == 0 else ", " + text
 
 
-def _read_index_canonical(path: PathLike) -> Optional[torch.Tensor]:
-    """Codes of an index.json in :func:`write_index_json`'s layout, or None (then the general reader runs)."""
+def _read_index_canonical(path: PathLike, block_bytes: int = 1 << 26) -> Optional[torch.Tensor]:
+    """Codes of an index.json in :func:`write_index_json`'s layout, or None (then the general reader runs).
+
+    Read ``block_bytes`` at a time, cut after the last complete entry (``]``) of the block, so memory stays at a
+    few blocks whatever the file's size; each block is parsed with numpy and must equal its re-rendering byte for
+    byte (which proves the layout, the ids 0..V-1 in order and the tokens)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size < 2:
         return None
-    data = np.fromfile(path, dtype=np.uint8)
-    if data.size < 2 or data[0] != ord("{") or data[-1] != ord("}"):
+    blocks, start, levels, carry = [], 0, None, b""
+    with open(path, "rb") as f:
+        first = True
+        while True:
+            chunk = f.read(block_bytes)
+            data = carry + chunk
+            if not chunk:
+                break
+            cut = data.rfind(b"]")
+            if cut < 0:
+                carry = data
+                continue
+            body, carry = data[: cut + 1], data[cut + 1:]
+            if first:
+                if not body.startswith(b"{"):
+                    return None
+                body, first = body[1:], False
+            codes = _parse_index_block(np.frombuffer(body, dtype=np.uint8), start, levels)
+            if codes is None:
+                return None
+            levels = codes.shape[1]
+            blocks.append(codes)
+            start += codes.shape[0]
+    if first or carry != b"}" or not blocks:
         return None
+    return torch.from_numpy(np.concatenate(blocks))
+
+
+def _parse_index_block(data: np.ndarray, start: int, levels: Optional[int]) -> Optional[np.ndarray]:
+    """Codes of the entries ``start..`` written in ``data`` (canonical layout, leading ``", "`` unless start = 0)."""
     lt, gt = np.flatnonzero(data == ord("<")), np.flatnonzero(data == ord(">"))
     colons, quotes = np.flatnonzero(data == ord(":")), np.flatnonzero(data == ord('"'))
     V = colons.size
     if V == 0 or lt.size != gt.size or lt.size % V or lt.size == 0 or np.any(gt <= lt + 3):
         return None
     L = lt.size // V
-    if L > len(LEVEL_LETTERS):
+    if L > len(LEVEL_LETTERS) or (levels is not None and L != levels):
         return None
     values = _parse_digits(data, lt + 3, gt)
     key_open = quotes[np.searchsorted(quotes, colons - 1) - 1]
     ids = _parse_digits(data, key_open + 1, colons - 1)
-    if values is None or ids is None or not np.array_equal(ids, np.arange(V)):
+    if values is None or ids is None or not np.array_equal(ids, np.arange(start, start + V)):
         return None
     codes = values.reshape(V, L)
-    # the bytes must be exactly the canonical rendering of (ids, codes): verified chunk by chunk
-    offset, chunk = 1, 1 << 16
-    for start in range(0, V, chunk):
-        text = _render_index_rows(codes[start:start + chunk], start).encode("utf-8")
-        if not np.array_equal(data[offset:offset + len(text)], np.frombuffer(text, dtype=np.uint8)):
-            return None
-        offset += len(text)
-    if offset != data.size - 1:
+    text = _render_index_rows(codes, start).encode("utf-8")
+    if len(text) != data.size or not np.array_equal(data, np.frombuffer(text, dtype=np.uint8)):
         return None
-    return torch.from_numpy(codes)
+    return codes
 
 
 def _parse_digits(data: np.ndarray, start: np.ndarray, stop: np.ndarray) -> Optional[np.ndarray]:
