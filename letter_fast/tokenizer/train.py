@@ -61,8 +61,9 @@ class TokenizerTrainConfig:
     seed: int = _setting(0, "random seed")
     device: str = _setting("cpu", "torch device (\"cpu\", \"cuda\")")
     progress: bool = _setting(True, "show a progress bar")
-    kmeans_sample: int = _setting(65536, "items the k-means codebook initialization runs on (a seeded sample; 0 = "
-                                         "all items, as the reference code does)")
+    kmeans_sample: int = _setting(65536, "items the k-means codebook initialization runs on: a seeded sample of "
+                                         "larger catalogs (0 = all items, as before; the LETTER code uses its "
+                                         "first batch)")
 
 
 def _checkpoint_path(out_dir: Path) -> Path:
