@@ -8,9 +8,10 @@ and chunked encoding, so peak memory is a fixed budget plus one batch, not ``V x
   bitwise the rows ``embeddings[idx]`` of an in-memory tensor and a streamed epoch computes exactly what the
   in-memory epoch computes.
 * :func:`init_codebooks_sampled`: the k-means codebook initialization on ``kmeans_sample`` rows drawn without
-  replacement (sorted, seeded). **Difference from the reference code**, which runs k-means (k-means++ seeding and
-  25 Lloyd iterations) on every item at every level: that is ``O(V N d)`` per iteration and took most of a
-  1e6-item run. With ``V <= kmeans_sample`` all items are used, exactly as before.
+  replacement (sorted, seeded). **A difference** from letter_fast's earlier initialization, which ran k-means
+  (k-means++ seeding and 25 Lloyd iterations) on every item at every level (``O(V N d)`` per iteration: most of
+  a 1e6-item run), and from the LETTER code, which uses its first training batch (docs/method.md, 2.3). With
+  ``V <= kmeans_sample`` all items are used, exactly as before.
 * :func:`encode_all`: every item's codes (and, for the collision re-assignment, its residual before the last
   level) through the encoder and the fused :func:`letter_fast.ops.residual_quantize`, ``chunk_rows`` at a time.
 """
