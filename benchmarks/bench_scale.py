@@ -237,6 +237,11 @@ def write_report(out_dir: Path, command: str) -> None:
             lines.append(f"| {stage} | {V:.0e} | {_fmt(r['seconds'], '.2f')} | {_fmt(r['items_per_s'], ',.0f')} | "
                          f"{_fmt(r['peak_rss_mb'], '.0f')} | {growth} | {target} | {r['note']} |")
             previous = r
+    lines += ["", "Before (the code this replaced, measured here at 1e5 items, 64-d, 1 thread, load about 7): the "
+              "k-means initialization on all items took 107 s against 3.2 s to encode them; a user's 1e6-item run "
+              "took 444 s and 4.6 GB, 31 s of it the epoch, and came out with a fifth level of 1,643 codes. Now "
+              "k-means runs on a sample, so its time does not grow with V (growth near 0 above), and every extra "
+              "level holds at most N = 256 codes."]
     commands = sorted({r["command"] for r in rows if r.get("command")})
     lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands) if commands else "",
               f"Last written for: `{command}`. Load average over 1 / 5 / 15 min at the end of each run is in the "
