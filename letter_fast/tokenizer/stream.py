@@ -19,6 +19,7 @@ and chunked encoding, so peak memory is a fixed budget plus one batch, not ``V x
 from __future__ import annotations
 
 import mmap
+import os
 from pathlib import Path
 from typing import Optional, Union
 
@@ -29,6 +30,7 @@ from letter_fast.io import PathLike
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 CHECK_CHUNK_ROWS = 1 << 18
+FAULT_AROUND = 64 << 10   # bytes a page fault on a file mapping may map (Linux fault_around_bytes default)
 
 
 def open_embeddings(path: PathLike, num_items: Optional[int] = None, *, dim: Optional[int] = None,
@@ -93,7 +95,9 @@ class RowSource:
     Pages of a memory map that have been read stay mapped into the process and count towards its resident memory
     (``ru_maxrss``) although the kernel may drop them at any time; after every ``release_bytes`` read, the map is
     told so (``madvise(MADV_DONTNEED)``: the pages stay in the page cache, a later read maps them again without disk
-    I/O), which keeps the resident memory of a full pass at a fixed budget instead of the file's size.
+    I/O), which keeps the resident memory of a sequential pass at a fixed budget instead of the file's size.
+    Scattered rows (training batches) are read with ``pread`` instead: a fault on one row would map up to
+    ``FAULT_AROUND`` bytes of cached file around it.
     """
 
     def __init__(self, data: Union[torch.Tensor, np.ndarray], device: Union[str, torch.device] = "cpu",
@@ -102,6 +106,26 @@ class RowSource:
         self.data = data.to(self.device).float() if isinstance(data, torch.Tensor) else data
         self.release_bytes, self._touched = int(release_bytes), 0
         self._map = isinstance(data, np.memmap) or None
+        # scattered rows of a memory map are read with pread (sorted offsets): a page fault would map the cached
+        # pages around each row into the process (fault-around), growing its resident memory towards the file's size
+        self._fd = None
+        # (a whole-file map, as np.load returns it: its base is the mmap itself, its offset the .npy header's)
+        if isinstance(data, np.memmap) and isinstance(data.base, mmap.mmap) and getattr(data, "filename", None) \
+                and data.flags.c_contiguous and hasattr(os, "pread"):
+            self._fd = os.open(data.filename, os.O_RDONLY)
+            self._offset = int(data.offset)
+            self._row_bytes = int(data.shape[1] * data.itemsize)
+
+    def _pread_rows(self, sorted_idx: np.ndarray) -> np.ndarray:
+        rb, off, fd = self._row_bytes, self._offset, self._fd
+        buf = b"".join([os.pread(fd, rb, off + int(i) * rb) for i in sorted_idx.tolist()])
+        return np.frombuffer(buf, dtype=self.data.dtype).reshape(len(sorted_idx), self.data.shape[1]).astype(
+            np.float32)
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _read(self, nbytes: int) -> None:
         if self._map is None:
@@ -132,8 +156,8 @@ class RowSource:
             return self.data[idx.to(self.device)]
         order = idx.cpu().numpy()
         sorted_idx = np.sort(order)
-        block = np.array(self.data[sorted_idx], dtype=np.float32)
-        self._read(len(order) * max(4096, self.data.shape[1] * self.data.itemsize))  # a page per row at worst
+        block = self._pread_rows(sorted_idx) if self._fd is not None else \
+            np.array(self.data[sorted_idx], dtype=np.float32)
         back = np.searchsorted(sorted_idx, order)
         return torch.from_numpy(block[back]).to(self.device)
 
