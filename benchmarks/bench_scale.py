@@ -242,6 +242,12 @@ def write_report(out_dir: Path, command: str) -> None:
               "took 444 s and 4.6 GB, 31 s of it the epoch, and came out with a fifth level of 1,643 codes. Now "
               "k-means runs on a sample, so its time does not grow with V (growth near 0 above), and every extra "
               "level holds at most N = 256 codes."]
+    lines += ["", "The recorded runs shared the 2 cores with other jobs (two tokenizer trainings, a C++ build, an "
+              "LC-Rec "
+              "decode benchmark; load average 4-9) and, during the 1e7 synthetic / encode stages, this branch's "
+              "tests; each stage ran niced with 1 thread. The 1e7 encode and re-assignment start from the "
+              "k-means-initialized model (25% collisions); the 1e7 epoch did not finish in the session (its "
+              "process stayed at about 560 MB resident while it ran)."]
     commands = sorted({r["command"] for r in rows if r.get("command")})
     lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands) if commands else "",
               f"Last written for: `{command}`. Load average over 1 / 5 / 15 min at the end of each run is in the "
