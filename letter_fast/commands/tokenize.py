@@ -41,6 +41,7 @@ def load_inputs(args, cfg: TokenizeConfig):
     """(name, semantic embeddings, CF embeddings or None) from the arguments."""
     from letter_fast.data import load_dataset, make_synthetic_catalog
     from letter_fast.data.embeddings import load_item_embeddings
+    from letter_fast.tokenizer.stream import open_embeddings
 
     alpha, _ = cfg.weights()
     if args.synthetic:
@@ -51,7 +52,10 @@ def load_inputs(args, cfg: TokenizeConfig):
     if not args.embeddings:
         raise ValueError("--embeddings is required with a data set (make them with `letter-fast embed`)")
     dataset = load_dataset(args.dataset, args.data_root)
-    semantic = load_item_embeddings(args.embeddings, dataset.num_items, what="semantic embeddings")
+    if str(args.embeddings).endswith(".npy"):  # memory-mapped, checked in chunks, never read whole
+        semantic = open_embeddings(args.embeddings, dataset.num_items, what="semantic embeddings")
+    else:
+        semantic = load_item_embeddings(args.embeddings, dataset.num_items, what="semantic embeddings")
     cf = None
     if args.cf:
         cf = load_item_embeddings(args.cf, dataset.num_items, dim=cfg.latent_dim, what="CF embeddings")

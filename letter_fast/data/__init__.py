@@ -25,12 +25,13 @@ from letter_fast.data.splits import (
     split_dataset,
     training_windows,
 )
-from letter_fast.data.synthetic import make_synthetic_catalog
+from letter_fast.data.synthetic import make_synthetic_catalog, write_synthetic_catalog
 
 __all__ = [
     "DataFormatError", "Dataset", "code_token", "codes_to_index", "find_dataset_folder", "index_to_codes",
     "load_dataset", "read_index_json", "read_inter_json", "read_item_json", "resolve_data_root",
     "validate_histories", "write_index_json", "write_inter_json", "write_item_json",
-    "make_synthetic_catalog", "PAD", "LeaveOneOutSplit", "SequenceSamples", "leave_one_out", "split_dataset",
+    "make_synthetic_catalog", "write_synthetic_catalog", "PAD", "LeaveOneOutSplit", "SequenceSamples",
+    "leave_one_out", "split_dataset",
     "training_windows",
 ]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 
 from letter_fast.io import PathLike, atomic_write
@@ -226,16 +227,170 @@ def codes_to_index(codes: torch.Tensor) -> dict[str, list[str]]:
 
 
 def read_index_json(path: PathLike, num_items: Optional[int] = None) -> torch.Tensor:
-    """Read ``<Name>.index.json`` into a LongTensor ``[V, L]`` (row = item id)."""
-    codes = index_to_codes(_read_json(path, "item index"), source=str(path))
+    """Read ``<Name>.index.json`` into a LongTensor ``[V, L]`` (row = item id).
+
+    A file in the layout :func:`write_index_json` writes (``json.dump`` with no indent, items in id order) is
+    parsed from its bytes with numpy and verified by re-rendering it chunk by chunk (no per-item Python object;
+    1e7 items in seconds); any other layout goes through ``json.load`` and the validating reader.
+    """
+    codes = _read_index_canonical(path)
+    if codes is None:
+        codes = index_to_codes(_read_json(path, "item index"), source=str(path))
     if num_items is not None and codes.shape[0] != num_items:
         raise DataFormatError(f"{path}: identifiers for {codes.shape[0]} items, the catalog has {num_items}")
     return codes
 
 
-def write_index_json(path: PathLike, codes: torch.Tensor, indent: Optional[int] = None) -> Path:
-    """Write a ``[V, L]`` code tensor as ``<Name>.index.json`` (readable by the LC-Rec/LETTER tools), atomically."""
-    return _write_json(path, codes_to_index(codes), indent)
+def write_index_json(path: PathLike, codes, indent: Optional[int] = None, chunk_rows: int = 1 << 16) -> Path:
+    """Write a ``[V, L]`` code tensor (or integer array) as ``<Name>.index.json`` (readable by the LC-Rec/LETTER
+    tools), atomically.
+
+    With ``indent=None`` the file is streamed ``chunk_rows`` items at a time, byte for byte what
+    ``json.dump(codes_to_index(codes))`` writes, without building the dict (1e7 items: no per-item objects).
+    """
+    if not isinstance(codes, torch.Tensor):
+        codes = torch.from_numpy(np.ascontiguousarray(codes))
+    if indent is not None:
+        return _write_json(path, codes_to_index(codes), indent)
+    codes_to_index(codes[:0])            # the checks on shape and dtype
+    if codes.numel() and int(codes.min()) < 0:
+        bad = (codes < 0).nonzero()[0].tolist()
+        raise ValueError(f"codes must be non-negative, item {bad[0]} level {bad[1]} is {int(codes[bad[0], bad[1]])}")
+    array = codes.numpy() if codes.device.type == "cpu" else codes.cpu().numpy()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("{")
+            for start in range(0, array.shape[0], chunk_rows):
+                f.write(_render_index_rows(array[start:start + chunk_rows], start))
+            f.write("}")
+    return atomic_write(path, write)
+
+
+def read_codes(path: PathLike, num_items: Optional[int] = None, *, num_levels: Optional[int] = None,
+               codebook_size: Optional[int] = None, extra_levels: bool = True) -> torch.Tensor:
+    """Identifiers ``[V, L']`` from ``<Name>.codes.npy`` (the fast path: one binary read) or ``<Name>.index.json``,
+    checked against the catalog (``num_items``) and the tokenizer they are meant for: at least ``num_levels``
+    levels (exactly, unless ``extra_levels``: the disambiguation levels of collision re-assignment) and every code
+    in ``[0, codebook_size)``. One clear error naming the file, the item and the level otherwise."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        if not path.exists():
+            raise FileNotFoundError(f"codes file not found: {path}")
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as exc:
+            raise DataFormatError(f"{path}: not a .npy codes file ({exc})") from exc
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+            raise DataFormatError(f"{path}: codes must be a [V, L] integer array, got {array.dtype} {array.shape}")
+        codes = torch.from_numpy(np.array(array, dtype=np.int64))
+    else:
+        codes = read_index_json(path)
+    V, levels = codes.shape
+    if num_items is not None and V != num_items:
+        raise DataFormatError(f"{path}: identifiers for {V} items, the catalog has {num_items}")
+    if num_levels is not None and (levels < num_levels or (levels > num_levels and not extra_levels)):
+        raise DataFormatError(f"{path}: identifiers have {levels} levels, the tokenizer has {num_levels}"
+                              + (" (plus extra disambiguation levels)" if extra_levels else ""))
+    if codebook_size is not None and codes.numel():
+        bad = (codes < 0) | (codes >= codebook_size)
+        if bool(bad.any()):
+            item, level = bad.nonzero()[0].tolist()
+            raise DataFormatError(f"{path}: item {item}, level {level}: code {int(codes[item, level])} is outside "
+                                  f"[0, {codebook_size}) (the tokenizer has {codebook_size} codes per level)")
+    return codes
+
+
+def _render_index_rows(block: np.ndarray, start: int) -> str:
+    """``"<id>": ["<a_..>", ...]`` entries of items ``start..`` joined as json.dump joins them (``", "``)."""
+    V, L = block.shape
+    if V == 0:
+        return ""
+    out = np.array(['"' + str(i) + '": [' for i in range(start, start + V)] if V < 64 else
+                   np.char.add(np.char.add('"', np.arange(start, start + V).astype(str)), '": [').astype(object),
+                   dtype=object)
+    for level in range(L):
+        column = block[:, level]
+        table = np.array([f'"<{LEVEL_LETTERS[level]}_{c}>"' for c in range(int(column.max()) + 1)], dtype=object)
+        out = out + table[column] + ("]" if level == L - 1 else ", ")
+    if L == 0:
+        out = out + "]"
+    text = ", ".join(out.tolist())
+    return text if start == 0 else ", " + text
+
+
+def _read_index_canonical(path: PathLike, block_bytes: int = 1 << 26) -> Optional[torch.Tensor]:
+    """Codes of an index.json in :func:`write_index_json`'s layout, or None (then the general reader runs).
+
+    Read ``block_bytes`` at a time, cut after the last complete entry (``]``) of the block, so memory stays at a
+    few blocks whatever the file's size; each block is parsed with numpy and must equal its re-rendering byte for
+    byte (which proves the layout, the ids 0..V-1 in order and the tokens)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size < 2:
+        return None
+    blocks, start, levels, carry = [], 0, None, b""
+    with open(path, "rb") as f:
+        first = True
+        while True:
+            chunk = f.read(block_bytes)
+            data = carry + chunk
+            if not chunk:
+                break
+            cut = data.rfind(b"]")
+            if cut < 0:
+                carry = data
+                continue
+            body, carry = data[: cut + 1], data[cut + 1:]
+            if first:
+                if not body.startswith(b"{"):
+                    return None
+                body, first = body[1:], False
+            codes = _parse_index_block(np.frombuffer(body, dtype=np.uint8), start, levels)
+            if codes is None:
+                return None
+            levels = codes.shape[1]
+            blocks.append(codes)
+            start += codes.shape[0]
+    if first or carry != b"}" or not blocks:
+        return None
+    return torch.from_numpy(np.concatenate(blocks))
+
+
+def _parse_index_block(data: np.ndarray, start: int, levels: Optional[int]) -> Optional[np.ndarray]:
+    """Codes of the entries ``start..`` written in ``data`` (canonical layout, leading ``", "`` unless start = 0)."""
+    lt, gt = np.flatnonzero(data == ord("<")), np.flatnonzero(data == ord(">"))
+    colons, quotes = np.flatnonzero(data == ord(":")), np.flatnonzero(data == ord('"'))
+    V = colons.size
+    if V == 0 or lt.size != gt.size or lt.size % V or lt.size == 0 or np.any(gt <= lt + 3):
+        return None
+    L = lt.size // V
+    if L > len(LEVEL_LETTERS) or (levels is not None and L != levels):
+        return None
+    values = _parse_digits(data, lt + 3, gt)
+    key_open = quotes[np.searchsorted(quotes, colons - 1) - 1]
+    ids = _parse_digits(data, key_open + 1, colons - 1)
+    if values is None or ids is None or not np.array_equal(ids, np.arange(start, start + V)):
+        return None
+    codes = values.reshape(V, L)
+    text = _render_index_rows(codes, start).encode("utf-8")
+    if len(text) != data.size or not np.array_equal(data, np.frombuffer(text, dtype=np.uint8)):
+        return None
+    return codes
+
+
+def _parse_digits(data: np.ndarray, start: np.ndarray, stop: np.ndarray) -> Optional[np.ndarray]:
+    """Non-negative decimal integers written in ``data[start:stop]`` (vectorized); None if any is malformed."""
+    length = stop - start
+    if length.size == 0 or length.min() < 1 or length.max() > 18:
+        return None
+    value = np.zeros(start.size, dtype=np.int64)
+    for k in range(int(length.max())):
+        live = k < length
+        digit = data[np.where(live, start + k, 0)].astype(np.int64) - ord("0")
+        if np.any(live & ((digit < 0) | (digit > 9))):
+            return None
+        value = np.where(live, value * 10 + digit, value)
+    return value
 
 
 # ---------------------------------------------------------------------------------- data set + loading

@@ -26,6 +26,8 @@ Deterministic given ``seed``.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from letter_fast.data.formats import Dataset
@@ -135,4 +137,138 @@ def make_synthetic_catalog(
     )
 
 
-__all__ = ["make_synthetic_catalog"]
+# ---------------------------------------------------------------------------------------------- at scale
+
+SCALE_CHUNK_ROWS = 1 << 16  # rows generated per chunk; part of what the seed determines
+
+
+def write_synthetic_catalog(
+    folder,
+    *,
+    num_items: int,
+    dim: int = 128,
+    cf_dim: int = 32,
+    dtype: str = "float32",
+    num_semantic_clusters: int = 1024,
+    num_collab_groups: int = 64,
+    num_users: Optional[int] = None,
+    history_length: int = 20,
+    in_group_prob: float = 0.9,
+    semantic_noise: float = 0.35,
+    seed: int = 0,
+    name: str = "Synthetic",
+) -> dict:
+    """A catalog of ``num_items`` (1e5..1e7 and more) written straight to ``.npy`` files in ``folder``, chunk by chunk
+    (``np.lib.format.open_memmap``), with no Python object per item. Peak memory: one chunk plus the group table.
+
+    Files (``<Name>`` = ``name``):
+
+    * ``<Name>.semantic.npy`` ``[V, dim]`` float16 or float32: planted semantic cluster centre + noise (as
+      :func:`make_synthetic_catalog`, with clusters drawn per item instead of dealt on a grid);
+    * ``<Name>.cf.npy`` ``[V, cf_dim]`` float32: collaborative group centre + noise (the planted CF signal);
+    * ``<Name>.labels.npy`` ``[V, 2]`` int32: semantic cluster and collaborative group of each item (independent);
+    * ``<Name>.interactions.npy`` ``[U, history_length]`` int32: user histories, each from a home group with
+      probability ``in_group_prob`` per step (popular items more often), else from anywhere;
+    * ``<Name>.synthetic.json``: the settings.
+
+    Deterministic given ``seed`` (each chunk draws from ``np.random.default_rng([seed, stream, chunk])``).
+    Returns the paths and settings.
+    """
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from letter_fast.io import atomic_path, atomic_write
+
+    V, S, G = int(num_items), int(num_semantic_clusters), int(num_collab_groups)
+    if V < 1 or dim < 1 or cf_dim < 1 or S < 1 or G < 1 or history_length < 1:
+        raise ValueError("num_items, dims, cluster/group counts and history_length must be >= 1")
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    if not 0.0 <= in_group_prob <= 1.0:
+        raise ValueError(f"in_group_prob must be in [0, 1], got {in_group_prob}")
+    U = max(1, V // 10) if num_users is None else int(num_users)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {kind: folder / f"{name}.{kind}.npy" for kind in ("semantic", "cf", "labels", "interactions")}
+    base = np.random.default_rng([seed, 0])
+    centres = (base.standard_normal((S, dim)) / dim ** 0.5).astype(np.float32)
+    cf_centres = (base.standard_normal((G, cf_dim)) / cf_dim ** 0.5).astype(np.float32)
+    chunk = SCALE_CHUNK_ROWS
+
+    def rng(stream: int, index: int):
+        return np.random.default_rng([seed, stream, index])
+
+    labels = np.empty((V, 2), dtype=np.int32)  # V x 8 bytes: needed again for the interactions
+    with atomic_path(paths["semantic"]) as tmp_s, atomic_path(paths["cf"]) as tmp_c, \
+            _NpyRows(tmp_s, np.dtype(dtype), (V, dim)) as sem, _NpyRows(tmp_c, np.dtype(np.float32), (V, cf_dim)) as cf:
+        for k, start in enumerate(range(0, V, chunk)):
+            n = min(chunk, V - start)
+            r = rng(1, k)
+            cluster = r.integers(0, S, n)
+            group = r.integers(0, G, n)
+            labels[start:start + n, 0], labels[start:start + n, 1] = cluster, group
+            noise = r.standard_normal((n, dim), dtype=np.float32) * np.float32(semantic_noise / dim ** 0.5)
+            sem.append(centres[cluster] + noise)
+            noise = r.standard_normal((n, cf_dim), dtype=np.float32) * np.float32(semantic_noise / cf_dim ** 0.5)
+            cf.append(cf_centres[group] + noise)
+    with atomic_path(paths["labels"]) as tmp, open(tmp, "wb") as f:
+        np.save(f, labels)
+
+    # items grouped by collaborative group, in a seeded random order inside each group (rank 0 = most popular)
+    by_group = np.argsort(labels[:, 1] * np.int64(V) + rng(2, 0).permutation(V), kind="stable").astype(np.int64)
+    group_size = np.bincount(labels[:, 1], minlength=G)
+    group_start = np.cumsum(group_size) - group_size
+    del labels
+    T = int(history_length)
+    with atomic_path(paths["interactions"]) as tmp, _NpyRows(tmp, np.dtype(np.int32), (U, T)) as inter:
+        for k, start in enumerate(range(0, U, chunk)):
+            n = min(chunk, U - start)
+            r = rng(3, k)
+            home = r.integers(0, G, n)
+            home = np.where(group_size[home] > 0, home, np.argmax(group_size))
+            u = r.random((n, T))
+            pos = np.floor(group_size[home][:, None] * u * u).astype(np.int64)  # u^2: a popularity skew
+            in_group = by_group[group_start[home][:, None] + pos]
+            anywhere = r.integers(0, V, (n, T))
+            inter.append(np.where(r.random((n, T)) < in_group_prob, in_group, anywhere))
+    settings = dict(num_items=V, dim=dim, cf_dim=cf_dim, dtype=dtype, num_semantic_clusters=S,
+                    num_collab_groups=G, num_users=U, history_length=T, in_group_prob=in_group_prob,
+                    semantic_noise=semantic_noise, seed=seed, chunk_rows=chunk, name=name)
+    meta = folder / f"{name}.synthetic.json"
+    atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(settings, indent=1)))
+    return {**{k: str(v) for k, v in paths.items()}, "settings": str(meta), **settings}
+
+
+__all__ = ["make_synthetic_catalog", "write_synthetic_catalog"]
+
+
+class _NpyRows:
+    """A ``.npy`` file written row block by row block: the header of ``np.lib.format`` for the final shape, then the
+    blocks' bytes. Unlike ``open_memmap``, written pages are not mapped into the process (they do not count towards
+    its resident memory); the result is the same file."""
+
+    def __init__(self, path, dtype, shape):
+        import numpy as np
+
+        self.np, self.path, self.dtype, self.shape, self.rows = np, path, dtype, tuple(shape), 0
+
+    def __enter__(self):
+        self.file = open(self.path, "wb")
+        header = {"descr": self.np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        self.np.lib.format.write_array_header_1_0(self.file, header)
+        return self
+
+    def append(self, block) -> None:
+        block = self.np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:] or self.rows + block.shape[0] > self.shape[0]:
+            raise ValueError(f"block {block.shape} does not fit rows {self.rows}.. of {self.shape}")
+        self.file.write(block.tobytes())
+        self.rows += block.shape[0]
+
+    def __exit__(self, exc_type, exc, tb):
+        self.file.close()
+        if exc_type is None and self.rows != self.shape[0]:
+            raise ValueError(f"{self.path}: {self.rows} rows written, {self.shape[0]} declared")
+        return False

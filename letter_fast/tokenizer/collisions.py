@@ -5,9 +5,14 @@ release: 0.25% of Instruments, 4.15% of Yelp), and identical embeddings can neve
 any assignment rule. We re-assign the *last-level* code inside each prefix group (items sharing
 codes 1..L-1) that holds a collision: a min-cost matching (Hungarian algorithm) of the group's
 items to distinct last-level codes, cost = squared distance of the item's last residual to the
-code. Items of collision-free groups keep their nearest code. When a group holds more items than
-there are codes, no matching exists: every identifier then gains a disambiguation level (the
-item's rank inside its identical-identifier group, 0 for unique items).
+code. Items of collision-free groups keep their nearest code.
+
+:func:`resolve_collisions` runs the vectorized implementation of :mod:`letter_fast.tokenizer.assign` (all groups
+of one size matched at once, no Python loop over groups; 1e7 items in seconds). When a group holds more items
+than there are codes, no matching exists: that group's identifiers gain extra levels of at most N codes each
+(assign.py says how), the others get zeros there. :func:`resolve_collisions_reference` is the original
+implementation (one scipy matching per group; and when any group exceeds N, no matching at all but one extra
+level holding each item's rank among identical identifiers, which can exceed N codes), kept to test against.
 """
 
 from __future__ import annotations
@@ -37,12 +42,26 @@ def duplicate_rank(codes: torch.Tensor) -> torch.Tensor:
     return rank
 
 
-def resolve_collisions(codes: torch.Tensor, last_residuals: torch.Tensor, last_codebook: torch.Tensor) -> torch.Tensor:
-    """Collision-free codes ``[V, L]`` (or ``[V, L + 1]`` when a prefix group exceeds N).
+def resolve_collisions(codes: torch.Tensor, last_residuals, last_codebook: torch.Tensor) -> torch.Tensor:
+    """Collision-free codes ``[V, L]`` (``[V, L + E]`` when a prefix group exceeds N items), a LongTensor.
+
+    ``last_residuals [V, d]``: each item's residual before the last level; ``last_codebook [N, d]``.
+    Same codes as :func:`resolve_collisions_reference` wherever no colliding group exceeds N and every group's
+    optimal matching is unique (:mod:`letter_fast.tokenizer.assign`).
+    """
+    from letter_fast.tokenizer.assign import reassign_collisions
+
+    return torch.from_numpy(reassign_collisions(codes, last_residuals, last_codebook))
+
+
+def resolve_collisions_reference(codes: torch.Tensor, last_residuals: torch.Tensor,
+                                 last_codebook: torch.Tensor) -> torch.Tensor:
+    """The original algorithm: collision-free codes ``[V, L]`` (or ``[V, L + 1]`` when a prefix group exceeds N).
 
     ``last_residuals [V, d]``: each item's residual before the last level; ``last_codebook [N, d]``.
     """
     codes = codes.clone()
+    last_residuals, last_codebook = last_residuals.detach(), last_codebook.detach()
     V, L = codes.shape
     N = last_codebook.shape[0]
     if V == 0 or collision_rate(codes) == 0.0:

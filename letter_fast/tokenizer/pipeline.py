@@ -4,9 +4,14 @@
 by nearest codes, re-assigns colliding last-level codes (collisions.py), and writes:
 
 * ``<Name>.index.json``: the identifiers in the LC-Rec/LETTER format (``["<a_12>", "<b_201>", ...]``);
-* ``<Name>.codes.pt``: the same as a ``[V, L]`` int64 tensor;
+* ``<Name>.codes.pt``: the same as a ``[V, L]`` int64 tensor, and ``<Name>.codes.npy`` (the fast path:
+  ``np.load(..., mmap_mode="r")``);
 * ``tokenizer_report.json``: the diagnostics of :mod:`letter_fast.tokenizer.diagnostics`;
 * ``first_level_codes.png``: the first-level code load.
+
+``embeddings`` may be a tensor or a memory-mapped ``.npy`` (:func:`letter_fast.tokenizer.stream.open_embeddings`):
+training streams batches from it, k-means starts from a sample, encoding runs in chunks, and the re-assignment is
+vectorized (:mod:`letter_fast.tokenizer.assign`), so a 1e7-item catalog fits a few GB.
 
 All writes are atomic (temporary file + rename). The model is built under ``letter_fast.training.seeded(seed)``:
 the same command with the same seed writes the same bytes (seconds go to ``timing.json`` only).
@@ -23,26 +28,29 @@ import torch
 from letter_fast._optional import available
 from letter_fast.data.formats import write_index_json
 from letter_fast.io import atomic_write, save_tensor
-from letter_fast.tokenizer.collisions import resolve_collisions
+from letter_fast.tokenizer.assign import reassign_collisions
 from letter_fast.tokenizer.diagnostics import inspect_codes, plot_first_level
 from letter_fast.tokenizer.model import LetterTokenizer
+from letter_fast.tokenizer.stream import encode_all
 from letter_fast.tokenizer.train import TokenizerTrainConfig, load_tokenizer, train_tokenizer
 from letter_fast.training import seeded
 
+# above this many items the CF-nearest-neighbour code similarity (O(V^2) similarities) is left out of the report
+CF_SIMILARITY_MAX_ITEMS = 200_000
+
 
 @torch.no_grad()
-def collision_free_codes(model: LetterTokenizer, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(codes, codes_before)``: identifiers after and before collision re-assignment."""
+def collision_free_codes(model: LetterTokenizer, embeddings, chunk_rows: int = 65536
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes, codes_before)``: identifiers after and before collision re-assignment (chunked encoding)."""
     model.eval()
-    codes, latents = model.encode_items(embeddings.to(next(model.parameters()).device).float())
-    last = model.num_levels - 1
-    before_last = latents - model.codebooks[torch.arange(last, device=latents.device), codes[:, :last]].sum(1)
-    fixed = resolve_collisions(codes, before_last, model.codebooks[last])
-    return fixed.cpu(), codes.cpu()
+    before, residuals = encode_all(model, embeddings, chunk_rows=chunk_rows)
+    fixed = reassign_collisions(before, residuals, model.codebooks[model.num_levels - 1].detach().cpu())
+    return torch.from_numpy(fixed), torch.from_numpy(before)
 
 
 def tokenize_items(
-    embeddings: torch.Tensor,
+    embeddings,
     cf: Optional[torch.Tensor],
     out_dir,
     name: str,
@@ -62,7 +70,9 @@ def tokenize_items(
     codes, before = collision_free_codes(model, embeddings)
     write_index_json(out_dir / f"{name}.index.json", codes)
     save_tensor(codes, out_dir / f"{name}.codes.pt")
-    report = inspect_codes(codes, model.codebook_size, cf=cf, codes_before=before)
+    save_tensor(codes, out_dir / f"{name}.codes.npy")
+    small = codes.shape[0] <= CF_SIMILARITY_MAX_ITEMS
+    report = inspect_codes(codes, model.codebook_size, cf=cf if small else None, codes_before=before)
     report.update(best_epoch=summary["best"]["epoch"], settings=model.settings(), train_config=summary["config"])
     atomic_write(out_dir / "tokenizer_report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
     if available("matplotlib"):  # the plot is optional: pip install "letter_fast[plot]"

@@ -26,6 +26,7 @@ from letter_fast.tokenizer.collisions import collision_rate
 from letter_fast.tokenizer.curve import CURVE_FILE, curve_row, write_curve
 from letter_fast.tokenizer.diagnostics import cf_neighbours
 from letter_fast.tokenizer.model import LetterTokenizer
+from letter_fast.tokenizer.stream import as_rows, encode_codes, init_codebooks_sampled
 from letter_fast.training import (
     BestTracker,
     LoopState,
@@ -41,8 +42,9 @@ from letter_fast.training import (
 )
 
 CHECKPOINT_KIND, MODEL_KIND, VERSION = "tokenizer.checkpoint", "tokenizer.model", 1
-# settings that may change when a run is continued: they do not change what an epoch computes
-_FREE_SETTINGS = ("epochs", "checkpoint_every", "device", "progress")
+# settings that may change when a run is continued: they do not change what an epoch computes (kmeans_sample only
+# shapes the start, which a checkpoint already holds)
+_FREE_SETTINGS = ("epochs", "checkpoint_every", "device", "progress", "kmeans_sample")
 # settings added after checkpoints were first written, with the value that reproduces those checkpoints' runs
 _ADDED_TRAIN_SETTINGS = {"curve_every": 0}
 _ADDED_MODEL_SETTINGS = {"cf_gradient": "encoder+codebooks"}
@@ -68,6 +70,9 @@ class TokenizerTrainConfig:
     seed: int = _setting(0, "random seed")
     device: str = _setting("cpu", "torch device (\"cpu\", \"cuda\")")
     progress: bool = _setting(True, "show a progress bar")
+    kmeans_sample: int = _setting(65536, "items the k-means codebook initialization runs on: a seeded sample of "
+                                         "larger catalogs (0 = all items, as before; the LETTER code uses its "
+                                         "first batch)")
 
 
 def _checkpoint_path(out_dir: Path) -> Path:
@@ -102,7 +107,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
     out_dir = prepare_out_dir(out_dir)
     device = torch.device(config.device)
     model.to(device)
-    embeddings = embeddings.to(device).float()
+    embeddings = as_rows(embeddings, device)   # a tensor, or a memory map read batch by batch (stream.py)
     cf = cf.to(device).float() if cf is not None else None
     if cf is not None and cf.shape[0] != embeddings.shape[0]:
         raise ValueError(f"CF embeddings have {cf.shape[0]} rows but there are {embeddings.shape[0]} items")
@@ -130,7 +135,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
     else:
         seed_everything(config.seed)
         if not bool(model.initialized):
-            model.init_codebooks(embeddings, seed=config.seed)
+            init_codebooks_sampled(model, embeddings, seed=config.seed, sample=config.kmeans_sample)
 
     def save() -> None:
         save_checkpoint(ckpt, CHECKPOINT_KIND, VERSION, {
@@ -139,7 +144,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
             "rng": rng_state(generators)})
         timing.write()
 
-    V = embeddings.shape[0]
+    V = len(embeddings)
     neighbours = None
     if config.curve_every:
         # the file restarts from the checkpoint's rows: rows a killed run wrote past its checkpoint come again
@@ -147,7 +152,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
         neighbours = cf_neighbours(cf.cpu()) if cf is not None else None
         if not resuming:   # epoch 0: the identifiers of the k-means start
             model.eval()
-            curve.append(curve_row(model.encode_items(embeddings)[0], model.codebook_size, 0, None, neighbours))
+            curve.append(curve_row(encode_codes(model, embeddings), model.codebook_size, 0, None, neighbours))
             write_curve(out_dir / CURVE_FILE, curve, model.num_levels)
     bar = progress_bar(range(loop.epoch, config.epochs), desc="tokenizer", enabled=config.progress,
                        initial=loop.epoch, total=config.epochs)
@@ -160,7 +165,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
         totals = {"loss": 0.0, "recon": 0.0, "codebook": 0.0, "cf": 0.0, "diversity": 0.0}
         batches = 0
         for b, idx in enumerate(perm.split(config.batch_size)):
-            out = model(embeddings[idx], cf[idx] if cf is not None else None, generator=generator)
+            out = model(embeddings.rows(idx), cf[idx] if cf is not None else None, generator=generator)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             optimizer.step()
@@ -176,7 +181,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
         codes = None
         if (epoch + 1) % config.eval_every == 0 or last:
             model.eval()
-            codes, _ = model.encode_items(embeddings)
+            codes = encode_codes(model, embeddings)
             record["collision_rate"] = collision_rate(codes)
             if best.update([record["collision_rate"], record["loss"]], epoch + 1):
                 save_checkpoint(out_dir / "best.pt", MODEL_KIND, VERSION,
@@ -185,7 +190,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
         if config.curve_every and (epoch + 1) % config.curve_every == 0:
             if codes is None:
                 model.eval()
-                codes, _ = model.encode_items(embeddings)
+                codes = encode_codes(model, embeddings)
             curve.append(curve_row(codes, model.codebook_size, epoch + 1, record, neighbours))
             write_curve(out_dir / CURVE_FILE, curve, model.num_levels)
         history.append(record)

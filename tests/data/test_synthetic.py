@@ -87,3 +87,35 @@ def test_bad_arguments():
         make_synthetic_catalog(min_length=5, max_length=3)
     with pytest.raises(ValueError, match="in_group_prob"):
         make_synthetic_catalog(in_group_prob=1.5)
+
+
+def test_catalog_written_at_scale_is_deterministic(tmp_path):
+    import numpy as np
+
+    from letter_fast.data.synthetic import write_synthetic_catalog
+
+    a = write_synthetic_catalog(tmp_path / "a", num_items=3000, dim=16, cf_dim=4, dtype="float16",
+                                num_semantic_clusters=10, num_collab_groups=5, seed=1)
+    b = write_synthetic_catalog(tmp_path / "b", num_items=3000, dim=16, cf_dim=4, dtype="float16",
+                                num_semantic_clusters=10, num_collab_groups=5, seed=1)
+    c = write_synthetic_catalog(tmp_path / "c", num_items=3000, dim=16, cf_dim=4, seed=2)
+    sem = np.load(a["semantic"], mmap_mode="r")
+    assert sem.shape == (3000, 16) and sem.dtype == np.float16 and np.isfinite(sem).all()
+    assert np.load(c["semantic"]).dtype == np.float32
+    assert np.load(a["cf"]).shape == (3000, 4)
+    labels = np.load(a["labels"])
+    assert labels.shape == (3000, 2) and labels[:, 0].max() < 10 and labels[:, 1].max() < 5
+    inter = np.load(a["interactions"])
+    assert inter.shape == (300, 20) and inter.min() >= 0 and inter.max() < 3000
+    for kind in ("semantic", "cf", "labels", "interactions"):
+        assert open(a[kind], "rb").read() == open(b[kind], "rb").read()
+    assert open(a["interactions"], "rb").read() != open(c["interactions"], "rb").read()
+    # the planted clusters are there: items of one semantic cluster are closer to its mean than to others'
+    sem = sem.astype(np.float32)
+    means = np.stack([sem[labels[:, 0] == k].mean(0) for k in range(10)])
+    nearest = ((sem[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+    assert (nearest == labels[:, 0]).mean() > 0.9
+    # users stay mostly inside their home group
+    groups = labels[:, 1][inter]
+    home = np.apply_along_axis(lambda r: np.bincount(r, minlength=5).argmax(), 1, groups)
+    assert (groups == home[:, None]).mean() > 0.8

@@ -6,7 +6,12 @@ from letter_fast.tokenizer.clustering import (
     constrained_kmeans,
     kmeans,
 )
-from letter_fast.tokenizer.collisions import collision_rate, duplicate_rank, resolve_collisions
+from letter_fast.tokenizer.collisions import (
+    collision_rate,
+    duplicate_rank,
+    resolve_collisions,
+    resolve_collisions_reference,
+)
 from letter_fast.tokenizer.diagnostics import cf_neighbour_code_similarity, gini, inspect_codes, level_usage
 
 
@@ -66,10 +71,16 @@ def test_collisions_of_identical_items_are_separated_by_cost():
 
 
 def test_group_larger_than_codebook_gets_a_disambiguation_level():
+    # 5 items on one identifier, N = 4: no matching exists, so one extra level; each last-level code takes at
+    # most N of them (4 stay on code 0, the farthest moves to code 1) and the extra level holds at most N codes
     codes = torch.zeros(5, 2, dtype=torch.long)
-    fixed = resolve_collisions(codes, torch.randn(5, 3), torch.randn(4, 3))
+    residuals = torch.tensor([[0.0], [0.1], [0.2], [0.3], [0.4]])
+    fixed = resolve_collisions(codes, residuals, torch.tensor([[0.0], [5.0], [6.0], [7.0]]))
     assert fixed.shape == (5, 3) and collision_rate(fixed) == 0
-    assert sorted(fixed[:, 2].tolist()) == [0, 1, 2, 3, 4]
+    assert fixed[:, 1].tolist() == [0, 0, 0, 0, 1] and fixed[:, 2].tolist() == [0, 1, 2, 3, 0]
+    # the original algorithm appended the rank among identical identifiers: 5 codes on a level of N = 4
+    old = resolve_collisions_reference(codes, residuals, torch.tensor([[0.0], [5.0], [6.0], [7.0]]))
+    assert sorted(old[:, 2].tolist()) == [0, 1, 2, 3, 4]
 
 
 def test_diagnostics():
