@@ -13,6 +13,11 @@ B >= 1e6 with identical codes. Other ops' benchmark modules contribute their own
 (LC-Rec decoding: benchmarks/bench_lcrec_decode.py, the shared-prompt decoder against HF ``generate`` with
 SmolLM2-135M, identical beams then users/s of both).
 Results (csv + md + png, with the card's name) go to ``--out``.
+
+After the check, the GPU reproduction profiles (each sized for about 10 minutes on one H100/H200)::
+
+    python benchmarks/repro_instruments.py --profile gpu          # LETTER-TIGER on the released identifiers
+    python benchmarks/repro_instruments_lcrec.py --profile gpu    # LETTER-LC-Rec (SmolLM2-135M, seqrec)
 """
 
 from __future__ import annotations
