@@ -19,12 +19,15 @@ through the beam order at every step, and asks a Python ``prefix_allowed_tokens_
   search's ``parent`` by :func:`letter_fast.ops.extend_ancestors`) and gathers its ``t`` own keys (``t <= L``);
 * **one softmax** over the prompt scores and the beam's own scores together, so the result is the model's
   attention exactly, not a merge of two normalized halves;
-* the decode steps re-implement the Llama / Qwen2 / Mistral decoder layer by **calling the model's modules**
-  (``input_layernorm``, ``q_proj``, ``k_proj``, ``v_proj`` (Qwen2's biases included), ``o_proj``,
-  ``post_attention_layernorm``, ``mlp``, the final norm, ``lm_head``) and its own ``rotary_emb`` for the RoPE
-  angles (whatever its ``rope_parameters``). Calling the modules means a PEFT (LoRA) model works unmerged: each
-  ``lora.Linear`` adds its low-rank update itself. Merging first (``merge_and_unload``) is faster and equal up to
-  float rounding.
+* the decode steps re-implement the Llama / Qwen2 / Mistral decoder layer on **fused weight copies** taken at
+  construction: ``[W_q; W_k; W_v]`` and ``[W_gate; W_up]`` each one matmul (biases concatenated likewise), every
+  product written into a buffer reused across layers and steps, ``F.rms_norm``, RoPE applied to q and k together
+  with the model's own ``rotary_emb`` angles (whatever its ``rope_parameters``) computed once per step, every
+  layer's ancestor keys/values gathered in one go per step; the output head at the step's rows only and one
+  ``log_softmax`` over the full vocabulary. A PEFT (LoRA) model with unmerged adapters falls back to **calling the
+  model's modules** (``input_layernorm``, ``q_proj`` ... ``lm_head``), so each ``lora.Linear`` adds its low-rank
+  update itself; merging first (``merge_and_unload``) gets the fused path, equal up to float rounding. Optional
+  bfloat16 matmuls (``dtype``) on the fused path.
 
 Positions follow ``generate`` under left padding: ``position = cumsum(attention_mask) - 1`` in the prompt, and the
 ``j``-th generated token of a user sits at ``n_real + j`` (``n_real``: the user's real prompt tokens).
