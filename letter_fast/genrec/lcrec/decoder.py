@@ -19,12 +19,15 @@ through the beam order at every step, and asks a Python ``prefix_allowed_tokens_
   search's ``parent`` by :func:`letter_fast.ops.extend_ancestors`) and gathers its ``t`` own keys (``t <= L``);
 * **one softmax** over the prompt scores and the beam's own scores together, so the result is the model's
   attention exactly, not a merge of two normalized halves;
-* the decode steps re-implement the Llama / Qwen2 / Mistral decoder layer by **calling the model's modules**
-  (``input_layernorm``, ``q_proj``, ``k_proj``, ``v_proj`` (Qwen2's biases included), ``o_proj``,
-  ``post_attention_layernorm``, ``mlp``, the final norm, ``lm_head``) and its own ``rotary_emb`` for the RoPE
-  angles (whatever its ``rope_parameters``). Calling the modules means a PEFT (LoRA) model works unmerged: each
-  ``lora.Linear`` adds its low-rank update itself. Merging first (``merge_and_unload``) is faster and equal up to
-  float rounding.
+* the decode steps re-implement the Llama / Qwen2 / Mistral decoder layer on **fused weight copies** taken at
+  construction: ``[W_q; W_k; W_v]`` and ``[W_gate; W_up]`` each one matmul (biases concatenated likewise), every
+  product written into a buffer reused across layers and steps, ``F.rms_norm``, RoPE applied to q and k together
+  with the model's own ``rotary_emb`` angles (whatever its ``rope_parameters``) computed once per step, every
+  layer's ancestor keys/values gathered in one go per step; the output head at the step's rows only and one
+  ``log_softmax`` over the full vocabulary. A PEFT (LoRA) model with unmerged adapters falls back to **calling the
+  model's modules** (``input_layernorm``, ``q_proj`` ... ``lm_head``), so each ``lora.Linear`` adds its low-rank
+  update itself; merging first (``merge_and_unload``) gets the fused path, equal up to float rounding. Optional
+  bfloat16 matmuls (``dtype``) on the fused path.
 
 Positions follow ``generate`` under left padding: ``position = cumsum(attention_mask) - 1`` in the prompt, and the
 ``j``-th generated token of a user sits at ``n_real + j`` (``n_real``: the user's real prompt tokens).
@@ -45,6 +48,7 @@ bookkeeping minus the ``K``-fold prefill).
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -76,6 +80,39 @@ def _cache_kv(cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     if hasattr(cache, "key_cache"):
         return cache.key_cache[layer], cache.value_cache[layer]
     return cache[layer][0], cache[layer][1]
+
+
+def _norm_eps(norm) -> float:
+    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+    if eps is None:
+        raise ValueError(f"LCRecDecoder: {type(norm).__name__} has no variance_epsilon / eps")
+    return float(eps)
+
+
+def _is_silu(act) -> bool:
+    return isinstance(act, torch.nn.SiLU) or type(act).__name__ in ("SiLUActivation", "SiLU")
+
+
+def _unfusable(base, layers) -> Optional[str]:
+    """Why the decode steps cannot run on fused weight copies (None: they can)."""
+    linear = torch.nn.Linear
+    for i, layer in enumerate(layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        if not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+            return f"layer {i}'s MLP is not the gated Llama MLP (gate_proj / up_proj / down_proj)"
+        mods = [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+        if any(type(m) is not linear for m in mods):
+            return (f"layer {i} has projections that are not plain nn.Linear (unmerged LoRA adapters?); "
+                    "merge them first (peft: model.merge_and_unload()) or pass fused=False")
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            if type(norm).__name__ not in ("LlamaRMSNorm", "Qwen2RMSNorm", "MistralRMSNorm") or \
+                    getattr(norm, "weight", None) is None:
+                return f"layer {i}'s {type(norm).__name__} is not a Llama-style RMSNorm"
+    if type(base.lm_head) is not linear:
+        return "the output head is not a plain nn.Linear"
+    if type(base.model.norm).__name__ not in ("LlamaRMSNorm", "Qwen2RMSNorm", "MistralRMSNorm"):
+        return "the final norm is not a Llama-style RMSNorm"
+    return None
 
 
 def _code_table(code_token_ids, index: ItemIndex) -> torch.Tensor:
@@ -140,10 +177,20 @@ class LCRecDecoder:
         pad_token_id: pads token-list prompts (default the model's pad token, else EOS).
         mode: ``"shared"`` (prompt cache shared by the beams, the fast path) or ``"hf"`` (the model's forward and
             cache, expanded and reordered per step; any causal LM).
+        fused: ``mode="shared"`` decode steps on fused weight copies (q/k/v and gate/up concatenated, read once here)
+            instead of the model's modules. Default: fused when every projection is a plain ``nn.Linear`` and the
+            MLP is the gated Llama MLP; a PEFT model with unmerged LoRA layers then falls back to module calls
+            (``merge_and_unload`` first to get the fused path). ``True`` raises where fusing is impossible.
+        dtype: the matmul precision of the fused decode steps (default: the model's). ``torch.bfloat16`` runs the
+            projections and the output head in bfloat16 (AVX512-BF16 / AMX CPUs, GPUs) with a float32 residual
+            stream, attention and log-softmax; beams then match the float32 ones only up to bf16 rounding.
+
+    The fused weights are copies taken here: build a new decoder after further training.
     """
 
     def __init__(self, model, index: ItemIndex, code_token_ids, eos_token_id: Optional[int] = None,
-                 pad_token_id: Optional[int] = None, mode: str = "shared"):
+                 pad_token_id: Optional[int] = None, mode: str = "shared", fused: Optional[bool] = None,
+                 dtype: Optional[torch.dtype] = None):
         if not isinstance(index, ItemIndex):
             raise TypeError(f"LCRecDecoder: index must be an ItemIndex, got {type(index).__name__}")
         if mode not in _MODES:
@@ -169,8 +216,13 @@ class LCRecDecoder:
                          if bool((blocks == torch.arange(blocks.shape[1], device=self.device)).all()) else None)
         # transformers >= 5.x names the cache argument ``cache`` (``past_key_values`` deprecated)
         self._cache_kwarg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        self._storage: dict[str, torch.Tensor] = {}     # reusable step outputs, see _buffer
+        self._fused = None
         if mode == "shared":
             self._check_architecture(cfg)
+            self._fuse(fused, dtype)
+        elif fused or dtype is not None:
+            raise ValueError("LCRecDecoder: fused / dtype apply to mode='shared' only")
 
     # ----------------------------------------------------------------------------------------------- set-up checks
 
@@ -196,6 +248,65 @@ class LCRecDecoder:
         if getattr(cfg, "layer_types", None) is not None:
             uses_window = uses_window and any(t == "sliding_attention" for t in cfg.layer_types)
         self.sliding_window = int(window) if uses_window else None
+
+
+    def _fuse(self, fused: Optional[bool], dtype: Optional[torch.dtype]) -> None:
+        """Concatenated weight copies for the decode steps (``self._fused``), or None for module calls."""
+        why = _unfusable(self.base, self.layers)
+        if fused is None:
+            fused = why is None
+        elif fused and why is not None:
+            raise ValueError(f"LCRecDecoder(fused=True): {why}")
+        if not fused:
+            if dtype is not None:
+                raise ValueError("LCRecDecoder: dtype needs the fused path (fused=False or an unmerged PEFT model)")
+            return
+        dt = self.dtype = dtype or next(self.base.parameters()).dtype
+
+        def bias(*mods):
+            bs = [m.bias for m in mods]
+            if all(b is None for b in bs):
+                return None
+            return torch.cat([b if b is not None else m.weight.new_zeros(m.weight.shape[0])
+                              for b, m in zip(bs, mods)]).detach().to(dt)
+
+        def cat(*mods):
+            return torch.cat([m.weight for m in mods]).detach().to(dt)
+
+        layers = []
+        for layer in self.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            n1, n2 = layer.input_layernorm, layer.post_attention_layernorm
+            layers.append(dict(
+                ln1=n1.weight.detach(), eps1=_norm_eps(n1), ln2=n2.weight.detach(), eps2=_norm_eps(n2),
+                w_qkv=cat(attn.q_proj, attn.k_proj, attn.v_proj), b_qkv=bias(attn.q_proj, attn.k_proj, attn.v_proj),
+                w_o=cat(attn.o_proj), b_o=bias(attn.o_proj),
+                w_gu=cat(mlp.gate_proj, mlp.up_proj), b_gu=bias(mlp.gate_proj, mlp.up_proj),
+                w_down=cat(mlp.down_proj), b_down=bias(mlp.down_proj),
+                act=F.silu if _is_silu(mlp.act_fn) else mlp.act_fn, inter=mlp.gate_proj.weight.shape[0]))
+        norm = self.base.model.norm
+        head = self.base.lm_head
+        self._fused = dict(layers=layers, norm=norm.weight.detach(), eps=_norm_eps(norm), w_head=cat(head),
+                           b_head=bias(head))
+
+    def _buffer(self, name: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        """A ``shape`` view of the decoder's reusable storage ``name`` (grown when too small); its content lives
+        until the next request for the same name. Decoding asks for the same shapes at every step and batch: a
+        fresh 60 MB logits tensor (320 rows x 50k tokens) is fresh memory from the OS at every step, and faulting
+        its pages in costs about as much as the product that fills it."""
+        size = math.prod(shape)
+        buf = self._storage.get(name)
+        if buf is None or buf.numel() < size or buf.dtype != dtype:
+            buf = self._storage[name] = torch.empty(size, dtype=dtype, device=self.device)
+        return buf[:size].view(shape)
+
+    def _linear(self, name: str, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """``x @ weight^T (+ bias)`` into the reusable buffer ``name``, in the matmul dtype."""
+        out = self._buffer(name, (x.shape[0], weight.shape[0]), weight.dtype)
+        x = x.to(weight.dtype)
+        if bias is None:
+            return torch.mm(x, weight.t(), out=out)
+        return torch.addmm(bias, x, weight.t(), out=out)
 
     # ------------------------------------------------------------------------------------------------- prefill
 
@@ -269,6 +380,15 @@ class LCRecDecoder:
             x = inner.embed_tokens(tokens)                                                      # [rows, d]
             cos, sin = inner.rotary_emb(x, positions[None])                                     # [1, rows, D]
             cos, sin = cos[0, :, None, :], sin[0, :, None, :]                                   # [rows, 1, D]
+            if self._fused is not None:
+                x = self._fused_layers(x, cos, sin, state, t, B, K, prompt_kv, pad_bias, L)
+                f = self._fused
+                h = F.rms_norm(x, (x.shape[-1],), f["norm"], f["eps"])
+                logits = self._linear("head", h, f["w_head"], f["b_head"])
+                log_probs = self._buffer("log_probs", logits.shape, torch.float32)
+                torch._log_softmax(logits.float(), -1, False, out=log_probs)
+                # a copy: the buffer is overwritten by the next step
+                return log_probs.clone() if t == L else self._level(log_probs, t).clone()
             for i, layer in enumerate(self.layers):
                 attn = layer.self_attn
                 h = layer.input_layernorm(x)
@@ -299,6 +419,61 @@ class LCRecDecoder:
             return log_probs if t == L else self._level(log_probs, t)
 
         return step_fn
+
+    def _fused_layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, state: dict, t: int, B: int,
+                      K: int, prompt_kv: list, pad_bias: torch.Tensor, L: int) -> torch.Tensor:
+        """The decoder layers of one step on the fused weight copies: ``x [rows, d]`` -> ``[rows, d]``.
+
+        Same arithmetic as the module path (RMSNorm, RoPE ``q cos + rotate_half(q) sin``, one softmax over the
+        prompt's and the beam's own keys, SiLU-gated MLP) with q/k/v and gate/up each one matmul into reused
+        buffers, RoPE applied to q and k together, and every layer's ancestor keys/values gathered in one go.
+        """
+        f = self._fused
+        rows, d = x.shape
+        H, KV, D = self.heads, self.kv_heads, self.head_dim
+        G, half, n = H // KV, self.head_dim // 2, len(f["layers"])
+        S = pad_bias.shape[-1]
+        if t == 1:
+            # the generated keys/values of every layer and step, where each step's rows wrote them
+            state["gen"] = torch.empty(2, n, L, rows, KV, D, dtype=x.dtype, device=x.device)
+        gen = state["gen"]
+        # this step's own keys/values of every row: ancestors' (steps < t-1) gathered once for all layers, then its own
+        own = self._buffer("own", (2, n, t, rows, KV, D), x.dtype)
+        anc = state["anc"]
+        for p in range(t - 1):
+            torch.index_select(gen[:, :, p], 2, anc[p], out=own[:, :, p])
+        # rotate_half(x) * sin == flip-halves(x) * [-sin_1, sin_2] (sign flips are exact)
+        sin_signed = torch.cat([-sin[..., :half], sin[..., half:]], -1)
+        scaling = self.scaling
+        for i, w in enumerate(f["layers"]):
+            h = F.rms_norm(x, (d,), w["ln1"], w["eps1"])
+            qkv = self._linear("qkv", h, w["w_qkv"], w["b_qkv"]).to(x.dtype)
+            qk = qkv[:, :(H + KV) * D].view(rows, H + KV, D)
+            swapped = qk.view(rows, H + KV, 2, half).flip(2).view(rows, H + KV, D)
+            qk = qk * cos + swapped * sin_signed
+            k, v = qk[:, H:], qkv[:, (H + KV) * D:].view(rows, KV, D)
+            gen[0, i, t - 1] = k
+            gen[1, i, t - 1] = v
+            own[0, i, t - 1] = k
+            own[1, i, t - 1] = v
+            own_k = own[0, i].view(t, B, K, KV, D)
+            own_v = own[1, i].view(t, B, K, KV, D)
+            # a user's K beams x G query heads per key head are one query axis against its prompt keys
+            qb = qk[:, :H].reshape(B, K, KV, G, D).permute(0, 2, 1, 3, 4)                     # [B, KV, K, G, D]
+            pk, pv = prompt_kv[i]                                                            # [B, KV, S, D]
+            s_prompt = torch.matmul(qb.reshape(B, KV, K * G, D), pk.transpose(-1, -2)) * scaling + pad_bias
+            s_own = torch.einsum("bhkgd,tbkhd->bhkgt", qb, own_k) * scaling                # [B, KV, K, G, t]
+            p = torch.softmax(torch.cat([s_prompt, s_own.reshape(B, KV, K * G, t)], -1), dim=-1)
+            a = torch.matmul(p[..., :S], pv).view(B, KV, K, G, D)
+            a = a + torch.einsum("bhkgt,tbkhd->bhkgd", p[..., S:].reshape(B, KV, K, G, t), own_v)
+            a = a.permute(0, 2, 1, 3, 4).reshape(rows, H * D)
+            x = x + self._linear("o", a, w["w_o"], w["b_o"])
+            h = F.rms_norm(x, (d,), w["ln2"], w["eps2"])
+            gu = self._linear("gu", h, w["w_gu"], w["b_gu"])
+            inter = w["inter"]
+            act = w["act"](gu[:, :inter]) * gu[:, inter:]
+            x = x + self._linear("down", act, w["w_down"], w["b_down"]).to(x.dtype)
+        return x
 
     def _hf_steps(self, B: int, level0: torch.Tensor, cache, attention_mask: torch.Tensor,
                   next_pos: torch.Tensor) -> Callable:
