@@ -183,7 +183,8 @@ def report(args) -> None:
         return "-" if v != v else f"{v:.4f}"
 
     lines = [f"# {NAME}: LC-Rec (tiny random Llama, full training) on Scientific beside TIGER and SASRec", "",
-             "Test: every test user, trie-constrained 20-beam search, seqrec template 0 for LC-Rec; selection by "
+             f"Test: trie-constrained 20-beam search; LC-Rec on a fixed seeded subset of {args.test_users} test users "
+             "(the same for every LC-Rec run), seqrec template 0; TIGER on all 8,317 test users; selection by "
              f"validation NDCG@10 on {args.valid_users} seeded validation users. Budgets are optimizer steps "
              f"(LC-Rec: batch {args.batch_size}, TIGER: batch 128). 'rising?' compares the last validation with the "
              "best one: a best at the last validation means the curve had not flattened when the budget ran out.", "",
@@ -210,7 +211,7 @@ def report(args) -> None:
                       f"{statistics.stdev(x['recall@10'] for x in seeds):.4f}."]
     lines += ["", "Validation curves (step: NDCG@10) in lcrec_scientific_curves.csv; plot lcrec_scientific.png.", "",
               "Commands (from the repository root; runs under nice -n 10, OMP_NUM_THREADS=1):", "",
-              "    python benchmarks/lcrec_scientific.py " + shlex.join(sys.argv[1:]), ""]
+              "    python benchmarks/lcrec_scientific.py " + shlex.join(["run", *sys.argv[2:]]), ""]
     for x in rows:
         lines.append(f"    {x['command']}")
     (out / f"{NAME}.md").write_text("\n".join(lines) + "\n")
