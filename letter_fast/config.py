@@ -110,13 +110,16 @@ def _coerce(value: Any, tp, optional: bool, where: str):
     elif tp is str:
         if isinstance(value, str):
             return value
-    elif typing.get_origin(tp) in (list, tuple):
+    elif tp in (list, tuple) or typing.get_origin(tp) in (list, tuple):
+        # ``tuple[str, ...]`` as well as a bare ``tuple`` annotation (items are then strings): a command-line value
+        # is a comma list, never a sequence of its characters
+        container = typing.get_origin(tp) or tp
         inner = (typing.get_args(tp) or (str,))[0]
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
         if isinstance(value, (list, tuple)):
             items = [_coerce(v.strip() if isinstance(v, str) else v, inner, False, where) for v in value]
-            return tuple(items) if typing.get_origin(tp) is tuple else items
+            return tuple(items) if container is tuple else items
     else:
         return value
     name = getattr(tp, "__name__", str(tp))

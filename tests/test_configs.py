@@ -136,3 +136,22 @@ def test_group_configs_take_their_fields_from_the_groups():
     assert tok.train_config(progress=False).progress is False
     with pytest.raises(ValueError, match="variant must be one of"):
         TokenizeConfig(variant="best").check()
+
+
+def test_a_comma_list_flag_fills_a_bare_tuple_field():
+    """``--tasks seqrec`` (a bare ``tuple`` annotation) is the one task, not the tuple of its characters."""
+    from letter_fast.commands.train_lcrec import add_parser
+    from letter_fast.genrec.lcrec.train import LCRecTrainConfig
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    for flag, want in (("seqrec", ("seqrec",)), ("seqrec,item2index,index2item", ("seqrec", "item2index",
+                                                                                   "index2item"))):
+        args = parser.parse_args(["train-lcrec", "scientific", "--tasks", flag,
+                                  "--lora-target-modules", "q_proj,v_proj"])
+        config = config_from_args(LCRecTrainConfig, args)
+        assert config.tasks == want
+        assert config.lora_target_modules == ("q_proj", "v_proj")
+        config.validate()
+    # a TOML list and a Python tuple stay what they are
+    assert config_from_mapping(LCRecTrainConfig, {"tasks": ["seqrec", "item2index"]}).tasks == ("seqrec", "item2index")

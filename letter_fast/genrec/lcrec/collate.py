@@ -1,9 +1,12 @@
 """Tokenization and batching of LC-Rec examples.
 
-Training: ``prompt`` and ``prompt + response`` are tokenized separately; the prompt's ids must be a prefix of the
-full ids (else the boundary between prompt and response is not a token boundary and the labels would be
-wrong: a clear error). EOS is appended to the full sequence. Batches are RIGHT padded; labels come from the
-token counts, never from comparing ids with the pad id (the pad token may be EOS, which is a label).
+Training: ``prompt`` and ``prompt + response`` are tokenized separately; the prompt's ids are normally a prefix of
+the full ids, and the rest are the response's. Where they are not (the response's first characters merge with the
+prompt's end into other tokens: an ``index2item`` title that starts with punctuation, ``"### Response:" + "."``),
+the example is the prompt's own ids followed by the response tokenized alone: the prompt exactly as inference
+tokenizes it, the labels exactly the response's. EOS is appended to the full sequence. Batches are RIGHT padded;
+labels come from the token counts, never from comparing ids with the pad id (the pad token may be EOS, which is a
+label).
 
 ``loss_scope`` (which positions carry labels; -100 elsewhere):
 
@@ -72,10 +75,10 @@ def tokenize_examples(tokenizer, prompts: Sequence[str], responses: Sequence[str
         if eos in f[-1:]:
             f = f[:-1]
         if f[: len(p)] != p:
-            at = next((k for k, (a, b) in enumerate(zip(p, f)) if a != b), min(len(p), len(f)))
-            raise ValueError(f"example {i}: the prompt's tokens are not a prefix of prompt + response (they differ "
-                             f"at token {at}: the response's first characters merge with the prompt's end); "
-                             f"prompt ends {prompts[i][-40:]!r}, response starts {responses[i][:40]!r}")
+            # the boundary is not a token boundary: keep the prompt's tokens (what generation starts from) and
+            # append the response's own
+            r = tokenizer(responses[i], add_special_tokens=False)["input_ids"]
+            f = p + (r[:-1] if eos in r[-1:] else r)
         f = f + [eos]
         if max_length is not None:
             f = f[:max_length]

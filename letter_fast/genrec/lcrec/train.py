@@ -69,7 +69,8 @@ from letter_fast.training import (
 CHECKPOINT_KIND, MODEL_KIND, VERSION = "lcrec.checkpoint", "lcrec.model", 1
 BEST_FOLDER, TRAIN_SETTINGS = "best", "train_settings.toml"
 # settings that only change how the run is watched may differ on resume
-_FREE_SETTINGS = ("progress", "device", "eval_batch_size", "time_budget_s", "patience", "test_templates")
+_FREE_SETTINGS = ("progress", "device", "eval_batch_size", "time_budget_s", "patience", "test_templates",
+                  "test_users")
 
 
 def _setting(default, help: str):
@@ -117,6 +118,8 @@ class LCRecTrainConfig(LCRecModelConfig):
     eval_batch_size: int = _setting(16, "users per beam-search batch")
     test_templates: str = _setting("all", "seqrec templates the test evaluation reports (LC-Rec reports per "
                                           "template): all, or a comma list such as 0,2")
+    test_users: int = _setting(0, "test on this fixed, seeded subset of test users (0 = all; a CPU-budget study "
+                                  "setting: the metrics are then those of the subset)")
     # run
     seed: int = _setting(0, "random seed (template draws, batch order, LoRA init, dropout, validation users)")
     device: str = _setting("auto", "auto | cpu | cuda | cuda:N")
@@ -147,8 +150,8 @@ class LCRecTrainConfig(LCRecModelConfig):
             raise ValueError(f"num_beams must be >= 10 to score NDCG@10, got {self.num_beams}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.max_length < 0 or self.valid_users < 0:
-            raise ValueError("max_length and valid_users must be >= 0")
+        if self.max_length < 0 or self.valid_users < 0 or self.test_users < 0:
+            raise ValueError("max_length, valid_users and test_users must be >= 0")
 
     def accumulation(self, world: int = 1) -> int:
         """Micro-batches per optimizer step and process: ``batch_size / (micro_batch_size x world)``."""
@@ -449,11 +452,16 @@ def train_and_evaluate_lcrec(dataset, codes: Optional[torch.Tensor] = None, conf
     run = train_lcrec(dataset, codes, config, out_dir, model=model, tokenizer=tokenizer, resume=resume, log=log)
     device = next(run.model.parameters()).device
     dist = Distributed(config.device)
+    users = None
+    if config.test_users and config.test_users < dataset.num_users:
+        # one subset for every run whatever its seed, so runs compare on the same users (one test example per user)
+        users = torch.randperm(dataset.num_users, generator=torch.Generator().manual_seed(
+            derive_seed(0, "test_users") % 2 ** 62))[: config.test_users].sort().values
     result = evaluate_lcrec(run.model, run.tokenizer, run.code_tokens, dataset, codes, split="test",
                             templates=config.test_templates, num_beams=config.num_beams,
                             batch_size=config.eval_batch_size, max_history=config.max_history,
                             autocast_dtype=torch.bfloat16 if config.bf16 and device.type == "cuda" else None,
-                            dist=dist)
+                            users=users, dist=dist)
     metrics = dict(result["metrics"])
     metrics.update({"per_template": result["per_template"], "templates": result["templates"],
                     "best_valid_ndcg@10": run.best_metrics.get("ndcg@10", float("nan")),

@@ -52,11 +52,19 @@ def test_sequence_and_letter_scopes(setup):
         TrainCollator(tok, loss_scope="all")
 
 
-def test_prompt_must_be_a_token_prefix():
+def test_a_response_that_merges_with_the_prompt_keeps_the_prompt_tokens():
+    """"Respon" + "se" merges across the boundary (as "### Response:" + "." of an index2item title can): the
+    example is the prompt's own tokens, then the response's, so the labels are the response's tokens exactly."""
     tok = tiny_tokenizer()
-    # "Respon" + "se" merges across the boundary into one BPE token sequence different from the prompt's
-    with pytest.raises(ValueError, match="not a prefix"):
-        tokenize_examples(tok, ["### Respon"], ["se: beaker"])
+    prompt, response = "### Respon", "se: beaker"
+    assert tok(prompt + response).input_ids[: len(tok(prompt).input_ids)] != tok(prompt).input_ids
+    out = tokenize_examples(tok, [prompt, "### Response:"], [response, " beaker"])
+    p, r = tok(prompt).input_ids, tok(response, add_special_tokens=False).input_ids
+    assert out.input_ids[0] == p + r + [tok.eos_token_id] and out.prompt_lengths[0] == len(p)
+    # a clean boundary is tokenized jointly, as before
+    assert out.input_ids[1] == tok("### Response: beaker").input_ids + [tok.eos_token_id]
+    labels = collate_train(out.input_ids, out.prompt_lengths, tok.pad_token_id)["labels"]
+    assert labels[0, len(p):len(p) + len(r)].tolist() == r
 
 
 def test_prompt_collator_left_pads(setup):

@@ -227,3 +227,20 @@ def test_two_processes_under_torchrun(files, tmp_path):
     for a, b in zip(h_ddp, h_one):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=2e-3)
     assert (tmp_path / "ddp" / "best" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_cli_tasks_flag_and_test_user_subset(files, tmp_path):
+    """``--tasks seqrec,index2item`` trains both tasks (the flag is a comma list); ``--test-users 5`` tests a fixed
+    seeded subset of 5 of the 8 users (the same subset for another seed)."""
+    outs = []
+    for seed in (0, 1):
+        out = tmp_path / f"run{seed}"
+        argv = ["train-lcrec", str(files / "Tiny"), "--index", str(files / "tiny.index.json"), "--model",
+                str(files / "base"), "--out-dir", str(out), "--device", "cpu", "--epochs", "1", "--batch-size", "8",
+                "--micro-batch-size", "4", "--num-beams", "10", "--test-templates", "0", "--tasks",
+                "seqrec,index2item", "--test-users", "5", "--seed", str(seed), "--no-progress"]
+        assert cli_main(argv) == 0
+        outs.append(json.loads((out / "metrics.json").read_text()))
+        assert (out / "settings.toml").read_text().count('"index2item"') == 1
+    assert outs[0]["users"] == outs[1]["users"] == 5
