@@ -17,8 +17,8 @@ import sys
 import letter_fast
 
 # Subcommand modules, in the order --help lists them.
-COMMANDS = ["quantize", "embed", "train-cf", "tokenize", "inspect_codes", "train-tiger", "train-lcrec", "evaluate",
-            "run"]
+COMMANDS = ["quantize", "embed", "train-cf", "tokenize", "inspect_codes", "add-items", "train-tiger", "train-lcrec",
+            "evaluate", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -66,7 +66,7 @@ def test_every_data_set_command_takes_the_common_flags():
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(DATASET_COMMANDS) | {"info", "inspect", "quantize"} == set(sub.choices)
+    assert set(DATASET_COMMANDS) | {"info", "inspect", "quantize", "add-items"} == set(sub.choices)
     for name in DATASET_COMMANDS:
         text = sub.choices[name].format_help()
         for flag in COMMON_FLAGS:

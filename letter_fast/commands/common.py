@@ -12,7 +12,8 @@
 ``--seed``, ``--device`` and ``--progress`` default to None ("not given"): where the command's settings dataclass
 has a field of that name, the flag overrides the config file's value, which overrides the dataclass default.
 ``require_dataset(args)`` gives the one-line error when a command needs the data set and none was given.
-``inspect`` and ``quantize`` read files, not a data set, and train nothing: they take none of these.
+``inspect``, ``quantize`` and ``add-items`` read files, not a data set, and train nothing: they take none of these
+(``add-items`` has its own ``--out-dir`` and ``--device``, meaning the same).
 """
 
 from __future__ import annotations

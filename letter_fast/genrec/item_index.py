@@ -47,7 +47,7 @@ import torch
 from letter_fast import io
 from letter_fast.ops import checks
 from letter_fast.ops.trie import check_codes as _check_codes
-from letter_fast.ops.trie import trie_build, trie_walk
+from letter_fast.ops.trie import check_range, trie_build, trie_walk
 
 _FORMAT = "letter_fast.ItemIndex"
 _VERSION = 1
@@ -249,6 +249,60 @@ class ItemIndex:
             "Make identifiers unique (e.g. append a disambiguating level, as TIGER does) or pass "
             "allow_collisions=True to group them."
         )
+
+    # ------------------------------------------------------------------ a living catalog
+    def add_items(self, codes: torch.Tensor, item_ids: torch.Tensor, *, backend: Optional[str] = None) -> ItemIndex:
+        """A new index holding this one's items plus ``item_ids [n]`` with identifiers ``codes [n, L]``.
+
+        Rebuilt with :meth:`from_codes` (one :func:`letter_fast.ops.trie_build` over all ``V + n`` items), so
+        the existing items keep their identifiers; a new id already in the index or a new identifier equal to
+        an existing one raises (as :meth:`from_codes` does; collision-free new identifiers come from
+        :func:`letter_fast.tokenizer.catalog.assign_new_codes`). Identifiers of retired items are not known
+        here: pass codes that avoid them (the catalog's ``<Name>.index.json`` keeps them).
+        """
+        op = "ItemIndex.add_items"
+        codes = _check_codes(codes, "codes", op, self.num_levels).to(self.device)
+        if not isinstance(item_ids, torch.Tensor) or item_ids.dtype.is_floating_point or item_ids.dtype == torch.bool:
+            raise TypeError(f"{op}: item_ids must be an integer torch.Tensor [n]")
+        if item_ids.shape != (codes.shape[0],):
+            raise ValueError(f"{op}: item_ids must have shape [{codes.shape[0]}] to match codes, "
+                             f"got {tuple(item_ids.shape)}")
+        item_ids = item_ids.to(self.device).long()
+        check_range(codes, self.codes_per_level, "codes", op)
+        if item_ids.numel():
+            known = self._known(item_ids)
+            if bool(known.any()):
+                bad = int(known.nonzero()[0])
+                raise ValueError(f"{op}: item id {int(item_ids[bad])} (row {bad}) is already in the index")
+        old_codes, old_ids = self.all_codes()
+        return ItemIndex.from_codes(torch.cat([old_codes, codes.long()]), torch.cat([old_ids, item_ids]),
+                                    num_codes=list(self.codes_per_level), allow_collisions=self.has_collisions,
+                                    backend=backend)
+
+    def retire(self, item_ids: torch.Tensor, *, backend: Optional[str] = None) -> ItemIndex:
+        """A new index without ``item_ids``: the trie no longer leads to them, so decoding never returns them.
+
+        A prefix whose items are all retired disappears with them. Rebuilt with :meth:`from_codes`. Unknown
+        ids raise; retiring every item raises (an index needs at least one item).
+        """
+        op = "ItemIndex.retire"
+        if not isinstance(item_ids, torch.Tensor) or item_ids.dtype.is_floating_point or item_ids.dtype == torch.bool:
+            raise TypeError(f"{op}: item_ids must be an integer torch.Tensor [n]")
+        gone = item_ids.to(self.device).long().reshape(-1)
+        self._positions_of(gone, op)   # unknown ids raise, naming the first
+        codes, ids = self.all_codes()
+        keep = ~torch.isin(ids, gone)
+        if not bool(keep.any()):
+            raise ValueError(f"{op}: retiring all {self.num_items} items would leave an empty index")
+        return ItemIndex.from_codes(codes[keep], ids[keep], num_codes=list(self.codes_per_level),
+                                    allow_collisions=self.has_collisions, backend=backend)
+
+    def _known(self, ids: torch.Tensor) -> torch.Tensor:
+        if self._item_table is not None:
+            inside = (ids >= 0) & (ids < self._item_table.numel())
+            return inside & (self._item_table[ids.clamp(0, self._item_table.numel() - 1)] >= 0)
+        j = torch.searchsorted(self._sorted_item_ids, ids).clamp(max=self.num_items - 1)
+        return self._sorted_item_ids[j] == ids
 
     # ------------------------------------------------------------------ device and files
     def to(self, device) -> ItemIndex:
