@@ -17,12 +17,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from letter_fast.data import make_synthetic_catalog
 from letter_fast.tokenizer.model import LetterTokenizer
-from letter_fast.tokenizer.stream import encode_codes
+from letter_fast.tokenizer.pipeline import tokenize_items
+from letter_fast.tokenizer.stream import encode_all, encode_codes
 from letter_fast.tokenizer.train import TokenizerTrainConfig, load_tokenizer, train_tokenizer
 from letter_fast.training import seeded
 
@@ -53,8 +55,9 @@ import json, sys
 from pathlib import Path
 import torch
 sys.path.insert(0, sys.argv[2])
-from tests.tokenizer.test_distributed import EPOCHS, build, catalog, config
-from letter_fast.tokenizer.stream import encode_codes
+from tests.tokenizer.test_distributed import EPOCHS, SETTINGS, build, catalog, config
+from letter_fast.tokenizer.pipeline import tokenize_items
+from letter_fast.tokenizer.stream import encode_all, encode_codes
 from letter_fast.tokenizer.train import train_tokenizer
 from letter_fast.training import Distributed
 
@@ -69,10 +72,16 @@ for run, resume, sinkhorn, epochs in (("fresh", False, False, EPOCHS), ("resumed
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     gathered = [torch.zeros_like(flat) for _ in range(dist.world)]
     torch.distributed.all_gather(gathered, flat)
+    codes, last = encode_all(model, s, chunk_rows=16, dist=dist)   # 7 chunks: 4 on rank 0, 3 on rank 1
+    assert (codes is None) == (not dist.main)
     if dist.main:
-        torch.save({"state": model.state_dict(), "codes": encode_codes(model, s)}, out / run / "final.pt")
+        torch.save({"state": model.state_dict(), "codes": encode_codes(model, s),
+                    "split_codes": torch.from_numpy(codes), "split_last": torch.from_numpy(last)},
+                   out / run / "final.pt")
     (out / run / f"rank{dist.rank}.json").write_text(json.dumps({
         "same_params": all(torch.equal(g, gathered[0]) for g in gathered), "history": summary["history"]}))
+report = tokenize_items(s, cf, out / "pipeline", "Tiny", {**SETTINGS, "sinkhorn_last_level": False}, config())
+assert ("rank" in report) == (not dist.main)
 torch.distributed.destroy_process_group()
 """
 
@@ -111,6 +120,11 @@ def test_two_ranks_train_the_one_process_model(tmp_path):
         assert ranks[0]["history"] == ranks[1]["history"]
         got = torch.load(tmp_path / run / "final.pt")
         rel = max_relative(got["state"], want.state_dict())
+        # the encoding split over the ranks (chunks of 16) is the one-process encoding of the same model, bit for bit
+        model = build()
+        model.load_state_dict(got["state"])
+        codes, last = encode_all(model, s, chunk_rows=16)
+        assert np.array_equal(got["split_codes"].numpy(), codes) and np.array_equal(got["split_last"].numpy(), last)
         print(f"{run}: max relative parameter difference {rel:.2e}")
         assert rel < 1e-5, (run, rel)
         assert torch.equal(got["codes"], encode_codes(want, s))
@@ -123,6 +137,11 @@ def test_two_ranks_train_the_one_process_model(tmp_path):
         # rank 0 wrote the files; best.pt loads
         assert (tmp_path / run / "tokenizer.ckpt").exists()
         load_tokenizer(tmp_path / run / "best.pt")
+
+    # `tokenize` under torchrun: rank 0 writes the identifiers a single process writes
+    tokenize_items(s, cf, tmp_path / "pipeline_single", "Tiny", {**SETTINGS, "sinkhorn_last_level": False}, config())
+    for name in ("Tiny.index.json", "Tiny.codes.npy", "tokenizer_report.json"):
+        assert (tmp_path / "pipeline" / name).read_bytes() == (tmp_path / "pipeline_single" / name).read_bytes(), name
 
 
 def test_batch_shard_split_and_weights():
