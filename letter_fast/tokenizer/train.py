@@ -187,7 +187,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
             model.eval()
             curve.append(curve_row(encode_codes(model, embeddings), model.codebook_size, 0, None, neighbours))
             write_curve(out_dir / CURVE_FILE, curve, model.num_levels)
-    bar = progress_bar(range(loop.epoch, config.epochs), desc="tokenizer", enabled=config.progress,
+    bar = progress_bar(range(loop.epoch, config.epochs), desc="tokenizer", enabled=config.progress and main,
                        initial=loop.epoch, total=config.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
