@@ -18,7 +18,7 @@ process trains, up to float rounding. The k-means start runs on rank 0 and is br
 computed on every rank from the (identical) codebooks and rank 0's are broadcast. Every rank's global streams are
 seeded alike (the tokenizer draws nothing per rank), so the checkpoint (written by rank 0 only, as every file) holds
 no per-rank state: a run may be resumed with any number of ranks. Evaluation (the collision rate) encodes every
-item on every rank.
+item once, its chunks split over the ranks (:func:`letter_fast.tokenizer.stream.encode_all`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from letter_fast.tokenizer.curve import CURVE_FILE, curve_row, write_curve
 from letter_fast.tokenizer.diagnostics import cf_neighbours
 from letter_fast.tokenizer.distributed import BatchShard, broadcast_module, broadcast_tensor
 from letter_fast.tokenizer.model import LetterTokenizer
-from letter_fast.tokenizer.stream import as_rows, encode_codes, init_codebooks_sampled
+from letter_fast.tokenizer.stream import as_rows, encode_all, encode_codes, init_codebooks_sampled
 from letter_fast.training import (
     BestTracker,
     Distributed,
@@ -228,8 +228,14 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
         codes = None
         if (epoch + 1) % config.eval_every == 0 or last:
             model.eval()
-            codes = encode_codes(model, embeddings)
-            record["collision_rate"] = collision_rate(codes)
+            if parallel:   # the chunks split over the ranks, the rate computed on rank 0 and sent to all
+                codes, _ = encode_all(model, embeddings, residuals=False, dist=dist)
+                codes = torch.from_numpy(codes) if main else None
+                rate = torch.tensor([collision_rate(codes) if main else 0.0], dtype=torch.float64, device=device)
+                record["collision_rate"] = float(broadcast_tensor(rate)[0])
+            else:
+                codes = encode_codes(model, embeddings)
+                record["collision_rate"] = collision_rate(codes)
             if best.update([record["collision_rate"], record["loss"]], epoch + 1) and main:
                 save_checkpoint(out_dir / "best.pt", MODEL_KIND, VERSION,
                                 {"model": model.state_dict(), "settings": model.settings(), "epoch": epoch + 1})

@@ -138,6 +138,14 @@ def test_two_ranks_train_the_one_process_model(tmp_path):
         assert (tmp_path / run / "tokenizer.ckpt").exists()
         load_tokenizer(tmp_path / run / "best.pt")
 
+    # and the other way: one process continues the 2-rank checkpoint as it continues its own
+    longer = []
+    for run in ("single", "fresh"):
+        model = build()
+        train_tokenizer(model, s, cf, config(epochs=EPOCHS + 2), tmp_path / run)
+        longer.append(model.state_dict())
+    assert max_relative(longer[1], longer[0]) < 1e-5
+
     # `tokenize` under torchrun: rank 0 writes the identifiers a single process writes
     tokenize_items(s, cf, tmp_path / "pipeline_single", "Tiny", {**SETTINGS, "sinkhorn_last_level": False}, config())
     for name in ("Tiny.index.json", "Tiny.codes.npy", "tokenizer_report.json"):
