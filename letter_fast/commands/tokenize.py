@@ -12,12 +12,19 @@ identifiers' learning curve, a row every N epochs (``benchmarks/tokenizer_curve.
   letter-fast tokenize scientific --embeddings runs/scientific/Scientific.emb-minilm.npy \\
       --cf runs/scientific/sasrec/Scientific.sasrec-emb32.pt --variant letter
   letter-fast tokenize --synthetic --variant rqvae --epochs 50
+
+Data-parallel on several processes (CPUs with gloo, or one GPU each with NCCL and --device cuda) under torchrun;
+--batch-size stays the global batch (each rank takes its slice of every batch), so the run trains the model one
+process trains, up to float rounding; rank 0 writes every output, and a checkpoint resumes with any process count:
+
+  torchrun --nproc_per_node 2 -m letter_fast.cli tokenize --synthetic --variant letter --epochs 50
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from letter_fast.commands.common import add_common_arguments
@@ -72,12 +79,16 @@ def run(args) -> int:
     name, semantic, cf = load_inputs(args, cfg)
     out_dir = Path(args.out_dir) if args.out_dir else Path("runs") / name.lower() / f"tokenizer-{cfg.variant}"
     alpha, beta = cfg.weights()
-    print(f"{name}: {semantic.shape[0]} items, semantic {tuple(semantic.shape)}, "
-          f"CF {tuple(cf.shape) if cf is not None else None}; variant {cfg.variant} (alpha={alpha}, beta={beta})"
-          f" -> {out_dir}")
-    save_settings(cfg, out_dir)
+    main = int(os.environ.get("RANK", "0")) == 0   # under torchrun only rank 0 writes and reports
+    if main:
+        print(f"{name}: {semantic.shape[0]} items, semantic {tuple(semantic.shape)}, "
+              f"CF {tuple(cf.shape) if cf is not None else None}; variant {cfg.variant} (alpha={alpha}, beta={beta})"
+              f" -> {out_dir}")
+        save_settings(cfg, out_dir)
     report = tokenize_items(semantic, cf, out_dir, name, cfg.model_settings(), cfg.train_config(),
                             resume=args.resume)
+    if not main:
+        return 0
     summary = {k: report[k] for k in ("collision_rate_before_reassignment", "collision_rate", "first_level_gini",
                                       "cf_neighbour_code_similarity", "seconds_per_epoch") if k in report}
     print(json.dumps(summary, indent=1))

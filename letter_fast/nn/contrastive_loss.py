@@ -40,7 +40,14 @@ class InBatchContrastiveLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, normalize={self.normalize}, reduction={self.reduction!r}"
 
-    def forward(self, z_hat: torch.Tensor, cf_emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, z_hat: torch.Tensor, cf_emb: torch.Tensor,
+                positives: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``positives [B]``: the row of ``cf_emb [M, d]`` that is item i's own (default: row i, with ``M == B``);
+        with more candidates than anchors (a rank's slice of a distributed global batch) the others are
+        negatives."""
+        if positives is not None:
+            return ops.contrastive_loss(z_hat, cf_emb, positives, temperature=self.temperature,
+                                        normalize=self.normalize, reduction=self.reduction, backend=self.backend)
         return ops.in_batch_contrastive_loss(z_hat, cf_emb, temperature=self.temperature, normalize=self.normalize,
                                              reduction=self.reduction, backend=self.backend)
 

@@ -155,12 +155,13 @@ class LetterTokenizer(nn.Module):
                 self.codebooks[level], self.diversity_clusters, lo, hi, seed=seed + level
             )
 
-    def sample_same_cluster_codes(self, codes: torch.Tensor,
-                                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample_same_cluster_codes(self, codes: torch.Tensor, generator: Optional[torch.Generator] = None,
+                                  u: Optional[torch.Tensor] = None) -> torch.Tensor:
         """For each ``codes[b, l]`` a uniformly random *other* code of its cluster (vectorized).
 
         Members of every cluster are laid out contiguously (codes sorted by cluster); a draw is a
         random offset in ``[0, size - 1)`` inside the cluster's run, skipping the code itself.
+        ``u``: the uniforms ``[B, L]`` to use (default: drawn from ``generator``).
         """
         L, N = self.code_clusters.shape
         order = torch.argsort(self.code_clusters, dim=1, stable=True)           # [L, N] codes by cluster
@@ -173,7 +174,8 @@ class LetterTokenizer(nn.Module):
         size = sizes[levels, cluster]
         start = starts[levels, cluster]
         own = position[levels, codes] - start
-        u = torch.rand(codes.shape, generator=generator, device=codes.device)
+        if u is None:
+            u = torch.rand(codes.shape, generator=generator, device=codes.device)
         offset = (u * (size - 1).clamp_min(1)).long()
         offset = offset + (offset >= own).long()                                  # skip the code itself
         offset = torch.where(size > 1, offset, own)                               # singleton: itself
@@ -187,17 +189,24 @@ class LetterTokenizer(nn.Module):
 
     # ------------------------------------------------------------------ quantization
 
-    def quantize(self, z: torch.Tensor, balanced_last_level: bool = False) -> torch.Tensor:
-        """Codes ``[B, L]`` of latents ``z`` (nearest codes; Sinkhorn for the last level if asked)."""
+    def quantize(self, z: torch.Tensor, balanced_last_level: bool = False, shard=None) -> torch.Tensor:
+        """Codes ``[B, L]`` of latents ``z`` (nearest codes; Sinkhorn for the last level if asked).
+
+        ``shard`` (a :class:`letter_fast.tokenizer.distributed.BatchShard`): ``z`` is this rank's slice of a global
+        batch; the Sinkhorn transport then runs over the gathered global batch (the same problem on every rank)."""
         with torch.no_grad():
             codes, z_hat = self.quantizer.search(z)
-            if balanced_last_level and z.shape[0] > 1:
+            rows = z.shape[0] if shard is None else shard.total
+            if balanced_last_level and rows > 1:
                 last = self.num_levels - 1
                 residual = z.detach() - (z_hat - self.codebooks[last][codes[:, last]].detach())
-                codes[:, last] = sinkhorn_assign(
+                if shard is not None:
+                    residual = shard.gather(residual)
+                assigned = sinkhorn_assign(
                     squared_distances(residual.float(), self.codebooks[last].detach().float()),
                     self.sinkhorn_epsilon, self.sinkhorn_iters, backend=self.backend,
                 )
+                codes[:, last] = assigned if shard is None else assigned[shard.start:shard.stop]
         return codes
 
     @torch.no_grad()
@@ -222,12 +231,17 @@ class LetterTokenizer(nn.Module):
         return net(x)
 
     def forward(self, s: torch.Tensor, cf: Optional[torch.Tensor] = None,
-                generator: Optional[torch.Generator] = None) -> dict:
-        """Losses of one batch: semantic embeddings ``s [B, D_in]``, CF embeddings ``cf [B, d]``."""
+                generator: Optional[torch.Generator] = None, shard=None) -> dict:
+        """Losses of one batch: semantic embeddings ``s [B, D_in]``, CF embeddings ``cf [B, d]``.
+
+        ``shard`` (:class:`letter_fast.tokenizer.distributed.BatchShard`): ``s`` and ``cf`` are this rank's rows of
+        a global batch; Sinkhorn, the CF negatives and the diversity draws then cover the global batch, and
+        ``loss`` is scaled by ``shard.weight`` so that DDP's gradient average is the global batch mean's gradient
+        (the other returned terms stay local means)."""
         if not bool(self.initialized):
             raise RuntimeError("codebooks are not initialized: call init_codebooks(embeddings) first")
         z = self._mlp(self.encoder, s)
-        codes = self.quantize(z, balanced_last_level=self.training and self.sinkhorn_last_level)
+        codes = self.quantize(z, balanced_last_level=self.training and self.sinkhorn_last_level, shard=shard)
         # quantized = z + sg(z_hat - z); all_codes [L, B, d] = e_{l,c_l}, differentiable w.r.t. the codebooks;
         # losses.mean is L_cb averaged over the levels (the chain r_{l-1} = z - sum_{j<l} sg(e_j))
         quantized, _, _, all_codes, losses = self.quantizer(z, codes=codes, return_all_codes=True,
@@ -241,13 +255,19 @@ class LetterTokenizer(nn.Module):
         if self.alpha > 0:
             if cf is None:
                 raise ValueError("alpha > 0 needs the batch's CF embeddings (cf=...)")
-            cf_loss = self.cf_loss_fn(self.cf_input(z, z_hat), cf)
+            if shard is None:
+                cf_loss = self.cf_loss_fn(self.cf_input(z, z_hat), cf)
+            else:   # negatives: the CF embeddings of the whole global batch
+                cf_loss = self.cf_loss_fn(self.cf_input(z, z_hat), shard.cf, positives=shard.positives(z.device))
         div_loss = zero
         if self.beta > 0:
-            positives = self.sample_same_cluster_codes(codes, generator)
+            u = None if shard is None else shard.uniforms((self.num_levels,), generator, codes.device)
+            positives = self.sample_same_cluster_codes(codes, generator, u=u)
             div_loss = self.diversity_loss(codes, positives)
         # codebook_loss is the mean over levels already (mse over [B, L, d])
         loss = recon_loss + codebook_loss + self.beta * div_loss + self.alpha * cf_loss
+        if shard is not None:
+            loss = loss * shard.weight
         return {"loss": loss, "recon": recon_loss.detach(), "codebook": codebook_loss.detach(),
                 "cf": cf_loss.detach(), "diversity": div_loss.detach(), "codes": codes}
 

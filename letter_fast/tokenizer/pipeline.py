@@ -15,6 +15,10 @@ vectorized (:mod:`letter_fast.tokenizer.assign`), so a 1e7-item catalog fits a f
 
 All writes are atomic (temporary file + rename). The model is built under ``letter_fast.training.seeded(seed)``:
 the same command with the same seed writes the same bytes (seconds go to ``timing.json`` only).
+
+Under torchrun the training is data-parallel (:mod:`letter_fast.tokenizer.train`), the final encoding splits the
+catalog's chunks over the ranks and gathers them on rank 0 (:func:`letter_fast.tokenizer.stream.encode_all`), and
+rank 0 alone de-collides and writes the outputs; the other ranks return ``{"rank": r}``.
 """
 
 from __future__ import annotations
@@ -33,18 +37,21 @@ from letter_fast.tokenizer.diagnostics import inspect_codes, plot_first_level
 from letter_fast.tokenizer.model import LetterTokenizer
 from letter_fast.tokenizer.stream import encode_all
 from letter_fast.tokenizer.train import TokenizerTrainConfig, load_tokenizer, train_tokenizer
-from letter_fast.training import seeded
+from letter_fast.training import Distributed, seeded
 
 # above this many items the CF-nearest-neighbour code similarity (O(V^2) similarities) is left out of the report
 CF_SIMILARITY_MAX_ITEMS = 200_000
 
 
 @torch.no_grad()
-def collision_free_codes(model: LetterTokenizer, embeddings, chunk_rows: int = 65536
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(codes, codes_before)``: identifiers after and before collision re-assignment (chunked encoding)."""
+def collision_free_codes(model: LetterTokenizer, embeddings, chunk_rows: int = 65536, dist: Optional[Distributed] = None
+                         ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """``(codes, codes_before)``: identifiers after and before collision re-assignment (chunked encoding; under
+    torchrun ``dist`` splits the encoding over the ranks, and ranks other than 0 get None)."""
     model.eval()
-    before, residuals = encode_all(model, embeddings, chunk_rows=chunk_rows)
+    before, residuals = encode_all(model, embeddings, chunk_rows=chunk_rows, dist=dist)
+    if before is None:
+        return None
     fixed = reassign_collisions(before, residuals, model.codebooks[model.num_levels - 1].detach().cpu())
     return torch.from_numpy(fixed), torch.from_numpy(before)
 
@@ -63,11 +70,15 @@ def tokenize_items(
     out_dir = Path(out_dir)
     with seeded(train_config.seed):   # the MLP's initial weights depend on the seed alone
         model = LetterTokenizer(input_dim=embeddings.shape[1], **model_settings)
-    summary = train_tokenizer(model, embeddings, cf, train_config, out_dir, resume=resume)
-    best = out_dir / "best.pt"
+    dist = Distributed(train_config.device)
+    summary = train_tokenizer(model, embeddings, cf, train_config, out_dir, resume=resume, dist=dist)
+    best = out_dir / "best.pt"   # complete: training ends with a barrier after rank 0's writes
     if best.exists():
-        model = load_tokenizer(best, train_config.device)
-    codes, before = collision_free_codes(model, embeddings)
+        model = load_tokenizer(best, dist.device if dist.enabled else train_config.device)
+    encoded = collision_free_codes(model, embeddings, dist=dist if dist.enabled else None)
+    if encoded is None:   # a rank other than 0 under torchrun: rank 0 writes the outputs
+        return {"rank": dist.rank, "seconds_per_epoch": summary["seconds_per_epoch"]}
+    codes, before = encoded
     write_index_json(out_dir / f"{name}.index.json", codes)
     save_tensor(codes, out_dir / f"{name}.codes.pt")
     save_tensor(codes, out_dir / f"{name}.codes.npy")

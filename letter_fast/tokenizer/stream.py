@@ -201,29 +201,64 @@ def init_codebooks_sampled(model, embeddings, seed: int = 0, sample: int = 65536
 
 @torch.no_grad()
 def encode_all(model, embeddings, *, chunk_rows: int = 65536, residuals: bool = True,
-               codes_dtype=np.int64) -> tuple[np.ndarray, Optional[np.ndarray]]:
+               codes_dtype=np.int64, dist=None) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """``(codes [V, L], last_residuals [V, d] or None)`` of every item, ``chunk_rows`` items at a time.
 
     ``last_residuals`` is ``z - sum_{l < L} e_{l, c_l}``, the residual the last level quantizes (what the collision
     re-assignment needs). Memory: the outputs (``V x L`` codes, ``V x d`` float32 residuals) plus one chunk.
+    ``dist`` (a :class:`letter_fast.training.Distributed` under torchrun): the chunks are split over the ranks
+    (rank r encodes a contiguous run of them, the same chunks a single process cuts) and gathered on rank 0, which
+    returns the whole arrays; the other ranks return ``(None, None)``.
     """
     was_training = model.training
     model.eval()
     source = as_rows(embeddings, next(model.parameters()).device)
     V, L = len(source), model.num_levels
-    codes = np.empty((V, L), dtype=codes_dtype)
-    last = np.empty((V, model.latent_dim), dtype=np.float32) if residuals else None
+    parallel = dist is not None and dist.enabled
+    starts = list(range(0, V, chunk_rows))
+    if parallel:
+        starts = [int(i) * chunk_rows for i in torch.tensor_split(torch.arange(len(starts)), dist.world)[dist.rank]]
+    lo = starts[0] if starts else 0
+    hi = min(starts[-1] + chunk_rows, V) if starts else 0
+    codes = np.empty((hi - lo, L), dtype=codes_dtype)
+    last = np.empty((hi - lo, model.latent_dim), dtype=np.float32) if residuals else None
     books = model.codebooks.detach()
-    for start, chunk in source.chunks(chunk_rows):
+    for start in starts:
+        chunk = source.slice(start, min(start + chunk_rows, V))
         z = model.encoder(chunk)
         c, z_hat = model.quantizer.search(z)
-        codes[start:start + c.shape[0]] = c.cpu().numpy()
+        at = start - lo
+        codes[at:at + c.shape[0]] = c.cpu().numpy()
         if residuals:
             # the expression of the in-memory pipeline (same bits): z minus the first L - 1 codes
             r = z - books[torch.arange(L - 1, device=z.device), c[:, : L - 1]].sum(1)
-            last[start:start + c.shape[0]] = r.float().cpu().numpy()
+            last[at:at + c.shape[0]] = r.float().cpu().numpy()
     model.train(was_training)
+    if parallel:
+        codes = _gather_rows(codes, dist, V)
+        last = _gather_rows(last, dist, V) if residuals else None
     return codes, last
+
+
+def _gather_rows(block: np.ndarray, dist, V: int) -> Optional[np.ndarray]:
+    """Every rank's contiguous row block, in rank order, on rank 0 (padded to the largest block for the collective;
+    on the process group's device: CPU for gloo, the rank's GPU for NCCL)."""
+    import torch.distributed as tdist
+
+    device = dist.device if dist.device.type == "cuda" else torch.device("cpu")
+    counts = torch.tensor([block.shape[0]], dtype=torch.long, device=device)
+    sizes = [torch.zeros_like(counts) for _ in range(dist.world)]
+    tdist.all_gather(sizes, counts)
+    sizes = [int(n) for n in sizes]
+    padded = torch.zeros((max(sizes), *block.shape[1:]), dtype=torch.from_numpy(block[:0]).dtype, device=device)
+    padded[: block.shape[0]] = torch.from_numpy(block).to(device)
+    parts = [torch.empty_like(padded) for _ in range(dist.world)] if dist.main else None
+    tdist.gather(padded, parts, dst=0)
+    if not dist.main:
+        return None
+    out = torch.cat([p[:n] for p, n in zip(parts, sizes)]).cpu().numpy()
+    assert out.shape[0] == V
+    return out
 
 
 def encode_codes(model, embeddings, chunk_rows: int = 65536) -> torch.Tensor:

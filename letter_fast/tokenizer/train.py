@@ -9,6 +9,16 @@ diversity positives come from one generator, all of which the checkpoint carries
 ``curve_every > 0`` the learning curve of the identifiers, ``curve.csv`` (:mod:`letter_fast.tokenizer.curve`).
 Exact on CPU; on CUDA, bf16 autocast (``mlp_precision="bf16"``) and the GPU reductions (cuBLAS, atomics in
 scatter/index backward) are not bitwise deterministic, so a GPU run repeats only up to rounding noise.
+
+Under torchrun (``WORLD_SIZE > 1``; gloo on CPU, NCCL on GPU, one GPU per rank) the loop runs data-parallel
+(:mod:`letter_fast.tokenizer.distributed`): ``batch_size`` is the global batch, every rank draws the same
+permutation and takes its contiguous slice of each batch, the model is wrapped in DistributedDataParallel, and
+Sinkhorn, the CF negatives and the diversity draws cover the global batch, so ``W`` ranks train the model one
+process trains, up to float rounding. The k-means start runs on rank 0 and is broadcast; the diversity clusters are
+computed on every rank from the (identical) codebooks and rank 0's are broadcast. Every rank's global streams are
+seeded alike (the tokenizer draws nothing per rank), so the checkpoint (written by rank 0 only, as every file) holds
+no per-rank state: a run may be resumed with any number of ranks. Evaluation (the collision rate) encodes every
+item once, its chunks split over the ranks (:func:`letter_fast.tokenizer.stream.encode_all`).
 """
 
 from __future__ import annotations
@@ -25,10 +35,12 @@ from letter_fast.io import atomic_write
 from letter_fast.tokenizer.collisions import collision_rate
 from letter_fast.tokenizer.curve import CURVE_FILE, curve_row, write_curve
 from letter_fast.tokenizer.diagnostics import cf_neighbours
+from letter_fast.tokenizer.distributed import BatchShard, broadcast_module, broadcast_tensor
 from letter_fast.tokenizer.model import LetterTokenizer
-from letter_fast.tokenizer.stream import as_rows, encode_codes, init_codebooks_sampled
+from letter_fast.tokenizer.stream import as_rows, encode_all, encode_codes, init_codebooks_sampled
 from letter_fast.training import (
     BestTracker,
+    Distributed,
     LoopState,
     Timing,
     check_same_settings,
@@ -94,23 +106,37 @@ def load_tokenizer(path, device: str = "cpu") -> LetterTokenizer:
 
 
 def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Optional[torch.Tensor],
-                    config: TokenizerTrainConfig, out_dir, resume: bool = True) -> dict:
+                    config: TokenizerTrainConfig, out_dir, resume: bool = True,
+                    dist: Optional[Distributed] = None) -> dict:
     """Train ``model`` on item ``embeddings [V, D]`` (and CF embeddings ``cf [V, d]``).
 
     Writes ``out_dir/tokenizer.ckpt`` (resumable, every ``checkpoint_every`` epochs and at the end),
     ``out_dir/best.pt`` (lowest collision rate, ties broken by loss), ``training.json`` and ``timing.json``.
     Returns the training summary (history, best epoch, config, seconds per epoch from ``timing.json``).
     The caller builds ``model``; build it under ``letter_fast.training.seeded(seed)`` for a repeatable start.
+    ``dist``: the torchrun context (default: from the environment; one process when ``WORLD_SIZE`` is unset), see
+    the module docstring; only rank 0 writes files.
     """
     if config.curve_every < 0:
         raise ValueError(f"curve_every must be >= 0 (0 = no curve), got {config.curve_every}")
-    out_dir = prepare_out_dir(out_dir)
-    device = torch.device(config.device)
+    if dist is None:
+        dist = Distributed(config.device)
+    parallel = dist.enabled
+    main = dist.main
+    out_dir = prepare_out_dir(out_dir, main=main)
+    device = dist.device if parallel else torch.device(config.device)
     model.to(device)
     embeddings = as_rows(embeddings, device)   # a tensor, or a memory map read batch by batch (stream.py)
     cf = cf.to(device).float() if cf is not None else None
     if cf is not None and cf.shape[0] != embeddings.shape[0]:
         raise ValueError(f"CF embeddings have {cf.shape[0]} rows but there are {embeddings.shape[0]} items")
+    if parallel:
+        tail = len(embeddings) % config.batch_size
+        if min(config.batch_size, len(embeddings)) < dist.world or 0 < tail < dist.world:
+            raise ValueError(
+                f"{dist.world} ranks cannot share batches of {config.batch_size} items over {len(embeddings)} items "
+                f"(a batch of {tail or config.batch_size} items leaves a rank with none): every batch needs at least "
+                "one item per rank; change batch_size or the number of processes")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     generators = {"batches": generator}
@@ -118,7 +144,8 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
     best = BestTracker(mode="min")
     ckpt = _checkpoint_path(out_dir)
     resuming = bool(resume and ckpt.exists())
-    timing = Timing(out_dir / "timing.json", resume=resuming)   # timings continue only with their checkpoint
+    # timings continue only with their checkpoint
+    timing = Timing(out_dir / "timing.json" if main else None, resume=resuming)
     settings = {"model": model.settings(), "train": dataclasses.asdict(config)}
     if resuming:
         state = load_checkpoint(ckpt, CHECKPOINT_KIND, VERSION, map_location=device)
@@ -135,9 +162,15 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
     else:
         seed_everything(config.seed)
         if not bool(model.initialized):
-            init_codebooks_sampled(model, embeddings, seed=config.seed, sample=config.kmeans_sample)
+            if main:
+                init_codebooks_sampled(model, embeddings, seed=config.seed, sample=config.kmeans_sample)
+        if parallel:   # rank 0's start (the k-means codebooks, and the weights) on every rank
+            broadcast_module(model)
+    step_model = dist.wrap(model) if parallel else model
 
     def save() -> None:
+        if not main:
+            return
         save_checkpoint(ckpt, CHECKPOINT_KIND, VERSION, {
             "settings": settings, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "loop": loop.state_dict(), "best": best.state_dict(), "history": history, "curve": curve,
@@ -146,7 +179,7 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
 
     V = len(embeddings)
     neighbours = None
-    if config.curve_every:
+    if config.curve_every and main:
         # the file restarts from the checkpoint's rows: rows a killed run wrote past its checkpoint come again
         write_curve(out_dir / CURVE_FILE, curve, model.num_levels)
         neighbours = cf_neighbours(cf.cpu()) if cf is not None else None
@@ -154,25 +187,39 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
             model.eval()
             curve.append(curve_row(encode_codes(model, embeddings), model.codebook_size, 0, None, neighbours))
             write_curve(out_dir / CURVE_FILE, curve, model.num_levels)
-    bar = progress_bar(range(loop.epoch, config.epochs), desc="tokenizer", enabled=config.progress,
+    bar = progress_bar(range(loop.epoch, config.epochs), desc="tokenizer", enabled=config.progress and main,
                        initial=loop.epoch, total=config.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
         if model.beta > 0:
             model.refresh_code_clusters(seed=config.seed + epoch)
+            if parallel:   # the same inputs give the same clusters; rank 0's make sure of it
+                broadcast_tensor(model.code_clusters)
         perm = torch.randperm(V, generator=generator).to(device)
         totals = {"loss": 0.0, "recon": 0.0, "codebook": 0.0, "cf": 0.0, "diversity": 0.0}
         batches = 0
         for b, idx in enumerate(perm.split(config.batch_size)):
-            out = model(embeddings.rows(idx), cf[idx] if cf is not None else None, generator=generator)
+            if parallel:
+                shard, local = BatchShard.split(idx, dist.rank, dist.world, cf)
+                out = step_model(embeddings.rows(local), cf[local] if cf is not None else None, generator=generator,
+                                 shard=shard)
+            else:
+                out = model(embeddings.rows(idx), cf[idx] if cf is not None else None, generator=generator)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             optimizer.step()
             for key in totals:
-                totals[key] += float(out[key].detach())
+                value = float(out[key].detach())
+                if parallel:   # the global batch's mean is the sum over the ranks of these shares
+                    value *= 1 / dist.world if key == "loss" else (shard.stop - shard.start) / shard.total
+                totals[key] += value
             batches += 1
             loop.after_step(b)
+        if parallel:
+            keys = list(totals)
+            summed = dist.all_reduce_sum(torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=device))
+            totals = dict(zip(keys, summed.tolist()))
         loop.end_epoch()
         record = {"epoch": epoch + 1, **{k: v / batches for k, v in totals.items()}}
         timing.add("train_seconds", time.perf_counter() - t0)
@@ -181,13 +228,19 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
         codes = None
         if (epoch + 1) % config.eval_every == 0 or last:
             model.eval()
-            codes = encode_codes(model, embeddings)
-            record["collision_rate"] = collision_rate(codes)
-            if best.update([record["collision_rate"], record["loss"]], epoch + 1):
+            if parallel:   # the chunks split over the ranks, the rate computed on rank 0 and sent to all
+                codes, _ = encode_all(model, embeddings, residuals=False, dist=dist)
+                codes = torch.from_numpy(codes) if main else None
+                rate = torch.tensor([collision_rate(codes) if main else 0.0], dtype=torch.float64, device=device)
+                record["collision_rate"] = float(broadcast_tensor(rate)[0])
+            else:
+                codes = encode_codes(model, embeddings)
+                record["collision_rate"] = collision_rate(codes)
+            if best.update([record["collision_rate"], record["loss"]], epoch + 1) and main:
                 save_checkpoint(out_dir / "best.pt", MODEL_KIND, VERSION,
                                 {"model": model.state_dict(), "settings": model.settings(), "epoch": epoch + 1})
             bar.set_postfix(loss=f"{record['loss']:.4f}", collisions=f"{record['collision_rate']:.4f}")
-        if config.curve_every and (epoch + 1) % config.curve_every == 0:
+        if config.curve_every and main and (epoch + 1) % config.curve_every == 0:
             if codes is None:
                 model.eval()
                 codes = encode_codes(model, embeddings)
@@ -200,7 +253,9 @@ def train_tokenizer(model: LetterTokenizer, embeddings: torch.Tensor, cf: Option
     best_summary = {"collision_rate": best.best[0] if best.best else float("inf"),
                     "loss": best.best[1] if best.best else float("inf"), "epoch": best.best_step}
     summary = {"best": best_summary, "history": history, "config": dataclasses.asdict(config)}
-    atomic_write(out_dir / "training.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
+    if main:
+        atomic_write(out_dir / "training.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     timing.write()
+    dist.barrier()   # rank 0's files are complete before any rank goes on
     n = timing.get("epochs_timed")
     return {**summary, "seconds_per_epoch": timing.get("train_seconds") / n if n else None}
