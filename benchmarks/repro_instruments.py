@@ -32,6 +32,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -80,25 +81,30 @@ def training_rate(codes, split, config: TigerTrainConfig, steps: int = 6) -> flo
     return steps / (time.perf_counter() - t0)
 
 
-def plot_curve(history: list, path: Path, title: str) -> None:
+def plot_curve(history: list, path: Path, title: str, paper: Optional[dict] = None, x: str = "epoch") -> None:
+    """Validation Recall/NDCG@10 and the training loss over ``x`` (a history key), with the paper's test numbers
+    (``{name: {"recall@10": .., "ndcg@10": ..}}``) as dashed lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    paper = PAPER if paper is None else paper
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    x = [h["epoch"] for h in history]
-    ax[0].plot(x, [h["valid_ndcg@10"] for h in history], marker="o", label="validation NDCG@10")
-    ax[0].plot(x, [h["valid_recall@10"] for h in history], marker="s", label="validation Recall@10")
-    ax[0].axhline(0.0831, color="C0", ls="--", lw=0.8, label="paper test NDCG@10 0.0831")
-    ax[0].axhline(0.1122, color="C1", ls="--", lw=0.8, label="paper test Recall@10 0.1122")
-    ax[0].set_xlabel("epoch")
+    xs = [h[x] for h in history]
+    ax[0].plot(xs, [h["valid_ndcg@10"] for h in history], marker="o", label="validation NDCG@10")
+    ax[0].plot(xs, [h["valid_recall@10"] for h in history], marker="s", label="validation Recall@10")
+    first = next(iter(paper.items()))
+    for metric, color in (("ndcg@10", "C0"), ("recall@10", "C1")):
+        ax[0].axhline(first[1][metric], color=color, ls="--", lw=0.8,
+                      label=f"{first[0]} test {metric} {first[1][metric]}")
+    ax[0].set_xlabel(x)
     ax[0].set_title(title, fontsize=9)
     ax[0].legend(fontsize=7)
     ax[0].grid(alpha=0.3)
-    ax[1].plot(x, [h["train_loss"] for h in history], marker="o", color="C3")
-    ax[1].set_xlabel("epoch")
-    ax[1].set_ylabel("training loss (ranking-guided, since the previous point)")
+    ax[1].plot(xs, [h["train_loss"] for h in history], marker="o", color="C3")
+    ax[1].set_xlabel(x)
+    ax[1].set_ylabel("training loss since the previous point")
     ax[1].grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")

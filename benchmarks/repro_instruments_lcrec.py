@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import RESULTS  # noqa: E402
+from benchmarks.repro_instruments import plot_curve  # noqa: E402
 from letter_fast.data import load_dataset  # noqa: E402
 from letter_fast.genrec.evaluate import metrics_table  # noqa: E402
 from letter_fast.io import atomic_write  # noqa: E402
@@ -58,33 +59,6 @@ def profile_config(profile: str, model: str, epochs: int, train_minutes: float):
     return LCRecTrainConfig(base_model=model, tasks=("seqrec",), epochs=1, batch_size=16, micro_batch_size=8,
                             eval_batch_size=8, valid_users=16, max_steps=4, eval_every_steps=2,
                             test_templates="0", device="cpu", progress=False)
-
-
-def plot_curve(history: list, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    x = [h["step"] for h in history]
-    ax[0].plot(x, [h["valid_ndcg@10"] for h in history], marker="o", label="validation NDCG@10")
-    ax[0].plot(x, [h["valid_recall@10"] for h in history], marker="s", label="validation Recall@10")
-    for (name, m), color in zip(PAPER.items(), ("C0", "C2")):
-        ax[0].axhline(m["ndcg@10"], color=color, ls="--", lw=0.8, label=f"{name} test NDCG@10 {m['ndcg@10']}")
-    ax[0].set_xlabel("optimizer step")
-    ax[0].set_title(title, fontsize=9)
-    ax[0].legend(fontsize=7)
-    ax[0].grid(alpha=0.3)
-    ax[1].plot(x, [h["train_loss"] for h in history], marker="o", color="C3")
-    ax[1].set_xlabel("optimizer step")
-    ax[1].set_ylabel("training loss since the previous point")
-    ax[1].grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv=None) -> int:
@@ -151,7 +125,8 @@ def main(argv=None) -> int:
     atomic_write(args.results / f"history-{profile}.json", lambda t: t.write_text(json.dumps(run.history, indent=1)))
     if run.history:
         plot_curve(run.history, args.results / f"curve-{profile}.png",
-                   f"LC-Rec ({args.model}) on LETTER Instruments identifiers, {profile} profile ({device_name})")
+                   f"LC-Rec ({args.model}) on LETTER Instruments identifiers, {profile} profile ({device_name})",
+                   paper=PAPER, x="step")
     steps = run.history[-1]["step"] if run.history else 0
     text = [f"# LC-Rec on the LETTER Instruments identifiers ({profile} profile)", "",
             f"Command: `{command}`  ", f"Device: {device_name}; torch {torch.__version__}; "
