@@ -13,8 +13,12 @@ The nearest-code search is the fused :func:`letter_fast.ops.residual_quantize` (
   whose gradient reaches ``z`` unchanged (``sg`` = stop-gradient);
 * per level ``l`` the loss ``L_l = ||sg(r_{l-1}) - e_{l,c_l}||^2 + beta ||r_{l-1} - sg(e_{l,c_l})||^2``
   (means over batch and features): the codebook term moves the code towards the residual it encodes, the
-  commitment term (weight ``beta = commitment_weight``) keeps the encoder near its codes. The residual chain
-  runs on ``sg(e)`` (``r_l = r_{l-1} - sg(e_{l,c_l})``), so every level's commitment reaches the encoder;
+  commitment term (weight ``beta = commitment_weight``) keeps the encoder near its codes. With
+  ``residual_chain="stopped"`` (the default) the chain runs on ``sg(e)`` (``r_l = r_{l-1} - sg(e_{l,c_l})``), so
+  every level's commitment reaches the encoder. ``residual_chain="straight-through"`` is the LETTER reference
+  code's chain, ``r_l = r_{l-1} - (r_{l-1} + sg(e_{l,c_l} - r_{l-1}))``: the value is the same, but the gradient
+  of ``r_l`` with respect to ``r_{l-1}`` is ``I - I = 0``, so ``r_1 .. r_{L-1}`` are constants for autograd and
+  only level 1's commitment reaches the encoder (the codebook terms and ``quantized`` are unchanged);
 * or, with ``ema_update=True`` (the default, as in vector-quantize-pytorch), no codebook gradient: each
   level's codes follow exponential moving averages of the residuals assigned to them (van den Oord et al.,
   "Neural Discrete Representation Learning", NeurIPS 2017, appendix; decay ``gamma``)
@@ -27,7 +31,10 @@ The nearest-code search is the fused :func:`letter_fast.ops.residual_quantize` (
   is replaced by a random residual of the current batch at its level (its count reset to the threshold);
 * k-means initialization (``kmeans_init=True``): on the first training batch, or by an explicit
   :meth:`ResidualQuantizer.init_codebooks`, level ``l``'s codes are the k-means centers of the residuals
-  ``r_{l-1}`` left by the levels before it.
+  ``r_{l-1}`` left by the levels before it. ``codebook_init="kmeans"`` (the default) is k-means++ and Lloyd;
+  ``"constrained-kmeans"`` is the LETTER reference code's size-constrained k-means, where every code holds
+  between ``min(n // 512, 50)`` and 4x that many of the ``n`` vectors at the start
+  (:func:`letter_fast.nn.kmeans.reference_cluster_sizes`, :func:`letter_fast.nn.kmeans.constrained_kmeans`).
 
 Drop-in for vector-quantize-pytorch's ``ResidualVQ``: the shared constructor arguments have its names
 (``dim``, ``num_quantizers``, ``codebook_size``, ``commitment_weight``, ``decay``, ``eps``, ``ema_update``,
@@ -50,7 +57,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from letter_fast import ops
-from letter_fast.nn.kmeans import kmeans
+from letter_fast.nn.kmeans import constrained_kmeans, kmeans, reference_cluster_sizes
+
+# how init_codebooks fits each level's codes; how the residual chain's gradient flows (see the module docstring)
+CODEBOOK_INITS = ("kmeans", "constrained-kmeans")
+RESIDUAL_CHAINS = ("stopped", "straight-through")
 
 
 class QuantizerLosses(NamedTuple):
@@ -83,6 +94,10 @@ class ResidualQuantizer(nn.Module):
         kmeans_init: start from zero codebooks and initialize them by k-means on the first training batch
             (or by :meth:`init_codebooks`); otherwise a uniform random initialization from the global RNG.
         kmeans_iters: Lloyd iterations of that k-means.
+        codebook_init: ``"kmeans"`` (k-means++ and Lloyd) or ``"constrained-kmeans"`` (every code starts with
+            between ``min(n // 512, 50)`` and 4x that many of the ``n`` vectors, as the LETTER reference code).
+        residual_chain: ``"stopped"`` (``r_l = r_{l-1} - sg(e_l)``: every level's commitment reaches the input) or
+            ``"straight-through"`` (the LETTER reference code's chain: only level 1's commitment does).
         threshold_ema_dead_code: reset codes whose EMA count falls below this (0: never).
         backend: backend of the nearest-code search (see :func:`letter_fast.ops.residual_quantize`).
 
@@ -103,6 +118,8 @@ class ResidualQuantizer(nn.Module):
         kmeans_init: bool = False,
         kmeans_iters: int = 10,
         threshold_ema_dead_code: float = 0.0,
+        codebook_init: str = "kmeans",
+        residual_chain: str = "stopped",
         backend: Optional[str] = None,
         **unsupported,
     ):
@@ -112,7 +129,7 @@ class ResidualQuantizer(nn.Module):
                 f"ResidualQuantizer does not implement the option(s) {', '.join(sorted(unsupported))} of "
                 "vector-quantize-pytorch's ResidualVQ; it takes dim, num_quantizers, codebook_size, "
                 "commitment_weight, ema_update, learnable_codebook, decay, eps, kmeans_init, kmeans_iters, "
-                "threshold_ema_dead_code, backend"
+                "threshold_ema_dead_code, codebook_init, residual_chain, backend"
             )
         for name, value in (("dim", dim), ("num_quantizers", num_quantizers), ("codebook_size", codebook_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -129,6 +146,13 @@ class ResidualQuantizer(nn.Module):
                 "ResidualQuantizer: need commitment_weight >= 0, eps > 0, threshold_ema_dead_code >= 0 and "
                 f"kmeans_iters >= 0; got {commitment_weight}, {eps}, {threshold_ema_dead_code}, {kmeans_iters}"
             )
+        if codebook_init not in CODEBOOK_INITS:
+            raise ValueError(f"ResidualQuantizer: codebook_init must be one of {', '.join(map(repr, CODEBOOK_INITS))}, "
+                             f"got {codebook_init!r}")
+        if residual_chain not in RESIDUAL_CHAINS:
+            raise ValueError(f"ResidualQuantizer: residual_chain must be one of "
+                             f"{', '.join(map(repr, RESIDUAL_CHAINS))}, got {residual_chain!r}")
+        self.codebook_init, self.residual_chain = codebook_init, residual_chain
         self.dim, self.num_quantizers, self.codebook_size = dim, num_quantizers, codebook_size
         self.commitment_weight = float(commitment_weight)
         self.ema_update, self.learnable_codebook = bool(ema_update), bool(learnable_codebook)
@@ -156,7 +180,8 @@ class ResidualQuantizer(nn.Module):
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_quantizers={self.num_quantizers}, codebook_size={self.codebook_size}, "
                 f"commitment_weight={self.commitment_weight}, ema_update={self.ema_update}, decay={self.decay}, "
-                f"kmeans_init={self.kmeans_init}, threshold_ema_dead_code={self.threshold_ema_dead_code}")
+                f"kmeans_init={self.kmeans_init}, threshold_ema_dead_code={self.threshold_ema_dead_code}, "
+                f"codebook_init={self.codebook_init!r}, residual_chain={self.residual_chain!r}")
 
     # ------------------------------------------------------------------ helpers
 
@@ -183,8 +208,11 @@ class ResidualQuantizer(nn.Module):
         """k-means initialization from latents ``x [..., d]``: level by level on the residuals.
 
         Level ``l``'s codes are ``kmeans(r_{l-1}, N)`` with ``r_0 = z`` and ``r_l = r_{l-1} - e_{l, label}``
-        (the k-means labels). ``seed``: level ``l`` uses ``seed + l``; None draws one from the global RNG.
-        With EMA, the counts and sums restart from the k-means clusters.
+        (the k-means labels). With ``codebook_init="constrained-kmeans"`` they are the centers of
+        ``constrained_kmeans(r_{l-1}, N, lo, hi)`` instead: k-means++ seeding, then ``kmeans_iters`` Lloyd
+        iterations whose assignment keeps every cluster's size in ``[lo, hi] = reference_cluster_sizes(n, N)``
+        for the ``n`` vectors of ``x``. ``seed``: level ``l`` uses ``seed + l``; None draws one from the global
+        RNG. With EMA, the counts and sums restart from the k-means clusters.
         """
         r = self._flatten(x).detach()
         if r.shape[0] == 0:
@@ -192,7 +220,12 @@ class ResidualQuantizer(nn.Module):
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         for level in range(self.num_quantizers):
-            centers, labels = kmeans(r, self.codebook_size, iters=self.kmeans_iters, seed=seed + level)
+            if self.codebook_init == "constrained-kmeans":
+                lo, hi = reference_cluster_sizes(r.shape[0], self.codebook_size)
+                centers, labels = constrained_kmeans(r, self.codebook_size, lo, hi, iters=self.kmeans_iters,
+                                                     seed=seed + level, init_iters=0)
+            else:
+                centers, labels = kmeans(r, self.codebook_size, iters=self.kmeans_iters, seed=seed + level)
             self.codebooks[level] = centers
             if self.tracks_usage:
                 counts = torch.bincount(labels, minlength=self.codebook_size).to(self.cluster_size.dtype)
@@ -257,6 +290,10 @@ class ResidualQuantizer(nn.Module):
         # r_{l-1} = z - sum_{j<l} sg(e_j): the codebooks enter the chain only through sg(e)
         prefix = torch.cumsum(e_sg, dim=1) - e_sg
         residuals = z[:, None, :] - prefix                                      # [M, L, d]
+        if self.residual_chain == "straight-through" and L > 1:
+            # the reference's r_l = r_{l-1} - (r_{l-1} + sg(e_l - r_{l-1})): same values, d r_l / d r_{l-1} = 0,
+            # so only r_0 = z carries a gradient
+            residuals = torch.cat([residuals[:, :1], residuals[:, 1:].detach()], dim=1)
         commitment = F.mse_loss(e_sg, residuals, reduction="none").mean(dim=(0, 2))
         if self.learnable_codebook:
             codebook = F.mse_loss(e, residuals.detach(), reduction="none").mean(dim=(0, 2))

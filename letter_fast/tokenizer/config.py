@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from letter_fast.config import subconfig
-from letter_fast.tokenizer.model import CF_GRADIENTS
+from letter_fast.tokenizer.model import CF_GRADIENTS, CODEBOOK_INITS, RESIDUAL_CHAINS
 from letter_fast.tokenizer.train import TokenizerTrainConfig
 
 # alpha (CF weight), beta (diversity weight) of the paper's variants (LETTER Table 3 / Sec. 4.3).
@@ -65,6 +65,15 @@ class TokenizerModelConfig:
                                                      "through) | encoder (the reference code's: the straight-"
                                                      "through latent, to the encoder only; the codebooks get none "
                                                      "from L_CF)")
+    codebook_init: str = _setting("kmeans", "how the codebooks start: kmeans (k-means++ and 25 Lloyd iterations on "
+                                            "the encoded items, level by level on the residuals) | "
+                                            "constrained-kmeans (the reference code's: every code starts with "
+                                            "min(n // 512, 50) to 4x that many of the n items, raised to what "
+                                            "fits, e.g. 8..32 of 4,344 items, exactly 256 of a 65,536 sample)")
+    residual_chain: str = _setting("stopped", "the residual chain's gradient: stopped (r_l = r_{l-1} - sg(e_l): "
+                                              "every level's commitment reaches the encoder) | straight-through "
+                                              "(the reference code's r_l = r_{l-1} - (r_{l-1} + sg(e_l - "
+                                              "r_{l-1})): only level 1's commitment reaches the encoder)")
     diversity_clusters: int = _setting(10, "diversity: each codebook's codes are grouped every epoch into this many "
                                            "clusters K")
     diversity_min_size: int = _setting(10, "smallest cluster of codes")
@@ -94,6 +103,11 @@ class TokenizeConfig(TokenizerTrainConfig, TokenizerModelConfig, TokenizerVarian
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         if self.cf_gradient not in CF_GRADIENTS:
             raise ValueError(f"cf_gradient must be one of {', '.join(CF_GRADIENTS)}, got {self.cf_gradient!r}")
+        if self.codebook_init not in CODEBOOK_INITS:
+            raise ValueError(f"codebook_init must be one of {', '.join(CODEBOOK_INITS)}, got {self.codebook_init!r}")
+        if self.residual_chain not in RESIDUAL_CHAINS:
+            raise ValueError(f"residual_chain must be one of {', '.join(RESIDUAL_CHAINS)}, "
+                             f"got {self.residual_chain!r}")
         return self
 
     def model_settings(self) -> dict:

@@ -13,6 +13,12 @@ decoded back ``s_hat = D(z + sg(z_hat - z))`` (straight-through). The loss (docs
     L_CF    = CE(z_hat @ h^T, arange(B))           (in-batch InfoNCE against CF embeddings h)
     L_div,l = CE(e_{l,c_i} @ C_l^T with c_i masked out, a random code of c_i's cluster)
 
+``residual_chain`` chooses that chain's gradient: ``"stopped"`` (the default, above) or ``"straight-through"``, the
+reference code's ``r_l = r_{l-1} - (r_{l-1} + sg(e_{l,c_l} - r_{l-1}))``, whose residuals past ``r_0`` pass no
+gradient, so only level 1's commitment reaches the encoder (docs/method.md#reference-quirk). ``codebook_init``
+chooses the k-means start: ``"kmeans"`` (k-means++ and Lloyd) or ``"constrained-kmeans"``, the reference's
+size-constrained k-means (every code starts with ``min(n // 512, 50)`` to 4x that many items).
+
 ``L_CF`` is computed on the quantized ``z_hat`` (its value in both settings); ``cf_gradient`` says where its
 gradient goes: ``"encoder+codebooks"`` (the default) evaluates it on ``z_hat + (z - sg(z))``, so the gradient
 reaches the codebooks (through ``z_hat``) and the encoder (straight through ``z``); ``"encoder"`` evaluates it on
@@ -37,6 +43,7 @@ from torch import nn
 
 from letter_fast.nn import CodebookDiversityLoss, InBatchContrastiveLoss, ResidualQuantizer
 from letter_fast.nn.kmeans import squared_distances
+from letter_fast.nn.residual_quantizer import CODEBOOK_INITS, RESIDUAL_CHAINS  # noqa: F401  (re-exported)
 from letter_fast.ops import sinkhorn_assign
 from letter_fast.tokenizer.clustering import constrained_kmeans
 
@@ -84,6 +91,8 @@ class LetterTokenizer(nn.Module):
         sinkhorn_iters: int = 50,
         mlp_precision: str = "fp32",
         cf_gradient: str = "encoder+codebooks",
+        codebook_init: str = "kmeans",
+        residual_chain: str = "stopped",
         backend: Optional[str] = None,
     ):
         super().__init__()
@@ -108,13 +117,21 @@ class LetterTokenizer(nn.Module):
         if cf_gradient not in CF_GRADIENTS:
             raise ValueError(f"cf_gradient must be one of {', '.join(map(repr, CF_GRADIENTS))}, got {cf_gradient!r}")
         self.cf_gradient = cf_gradient
+        if codebook_init not in CODEBOOK_INITS:
+            raise ValueError(f"codebook_init must be one of {', '.join(map(repr, CODEBOOK_INITS))}, "
+                             f"got {codebook_init!r}")
+        if residual_chain not in RESIDUAL_CHAINS:
+            raise ValueError(f"residual_chain must be one of {', '.join(map(repr, RESIDUAL_CHAINS))}, "
+                             f"got {residual_chain!r}")
+        self.codebook_init, self.residual_chain = codebook_init, residual_chain
         self.backend = backend
         self.encoder = mlp([input_dim, *hidden_dims, latent_dim])
         self.decoder = mlp([latent_dim, *reversed(hidden_dims), input_dim])
         # zero codebooks until init_codebooks (k-means on the encoded catalogue); trained by gradient
         self.quantizer = ResidualQuantizer(
             dim=latent_dim, num_quantizers=num_levels, codebook_size=codebook_size, commitment_weight=commitment,
-            ema_update=False, learnable_codebook=True, kmeans_init=True, kmeans_iters=25, backend=backend,
+            ema_update=False, learnable_codebook=True, kmeans_init=True, kmeans_iters=25,
+            codebook_init=codebook_init, residual_chain=residual_chain, backend=backend,
         )
         self.cf_loss_fn = InBatchContrastiveLoss(temperature=cf_temperature, backend=backend)
         self.diversity_loss_fn = CodebookDiversityLoss(backend=backend)
@@ -143,7 +160,8 @@ class LetterTokenizer(nn.Module):
     @torch.no_grad()
     def init_codebooks(self, embeddings: torch.Tensor, seed: int = 0) -> None:
         """k-means on the latents level by level: level l's centers fit the residuals left by l-1
-        (:meth:`letter_fast.nn.ResidualQuantizer.init_codebooks`, level l seeded ``seed + l``)."""
+        (:meth:`letter_fast.nn.ResidualQuantizer.init_codebooks`, level l seeded ``seed + l``); size-constrained
+        with ``codebook_init="constrained-kmeans"``."""
         self.quantizer.init_codebooks(self.encoder(embeddings), seed=seed)
 
     @torch.no_grad()
@@ -151,7 +169,7 @@ class LetterTokenizer(nn.Module):
         """Group each codebook's codes into K size-constrained clusters (LETTER Sec. 3.2.3)."""
         lo, hi = self.diversity_cluster_sizes
         for level in range(self.num_levels):
-            self.code_clusters[level] = constrained_kmeans(
+            _, self.code_clusters[level] = constrained_kmeans(
                 self.codebooks[level], self.diversity_clusters, lo, hi, seed=seed + level
             )
 
@@ -243,7 +261,8 @@ class LetterTokenizer(nn.Module):
         z = self._mlp(self.encoder, s)
         codes = self.quantize(z, balanced_last_level=self.training and self.sinkhorn_last_level, shard=shard)
         # quantized = z + sg(z_hat - z); all_codes [L, B, d] = e_{l,c_l}, differentiable w.r.t. the codebooks;
-        # losses.mean is L_cb averaged over the levels (the chain r_{l-1} = z - sum_{j<l} sg(e_j))
+        # losses.mean is L_cb averaged over the levels (the chain r_{l-1} = z - sum_{j<l} sg(e_j); with
+        # residual_chain="straight-through" r_1.. pass no gradient)
         quantized, _, _, all_codes, losses = self.quantizer(z, codes=codes, return_all_codes=True,
                                                             return_loss_breakdown=True)
         codebook_loss = losses.mean
@@ -294,4 +313,5 @@ class LetterTokenizer(nn.Module):
             diversity_clusters=self.diversity_clusters, diversity_cluster_sizes=list(self.diversity_cluster_sizes),
             sinkhorn_last_level=self.sinkhorn_last_level, sinkhorn_epsilon=self.sinkhorn_epsilon,
             sinkhorn_iters=self.sinkhorn_iters, mlp_precision=self.mlp_precision, cf_gradient=self.cf_gradient,
+            codebook_init=self.codebook_init, residual_chain=self.residual_chain,
         )

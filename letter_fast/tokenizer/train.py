@@ -59,7 +59,7 @@ CHECKPOINT_KIND, MODEL_KIND, VERSION = "tokenizer.checkpoint", "tokenizer.model"
 _FREE_SETTINGS = ("epochs", "checkpoint_every", "device", "progress", "kmeans_sample")
 # settings added after checkpoints were first written, with the value that reproduces those checkpoints' runs
 _ADDED_TRAIN_SETTINGS = {"curve_every": 0}
-_ADDED_MODEL_SETTINGS = {"cf_gradient": "encoder+codebooks"}
+_ADDED_MODEL_SETTINGS = {"cf_gradient": "encoder+codebooks", "codebook_init": "kmeans", "residual_chain": "stopped"}
 
 
 def _setting(default, help: str):

@@ -261,3 +261,78 @@ def test_errors_name_the_problem():
         ResidualQuantizer(dim=D, num_quantizers=L, codebook_size=0)
     with pytest.raises(ValueError, match="holds no vectors"):
         rq.init_codebooks(torch.empty(0, D))
+
+
+def reference_code_rq(z, codebooks, codes, commitment_weight):
+    """The LETTER reference code's residual quantizer, written out: each level returns its straight-through
+    output ``x_res = r + sg(e - r)`` and the next residual is ``r - x_res``; loss = mean over levels of
+    ``mse(e, sg(r)) + mu * mse(sg(e), r)``; output = the sum of the levels' ``x_res``."""
+    r, out, losses = z, 0, []
+    for level in range(codebooks.shape[0]):
+        e = codebooks[level][codes[:, level]]
+        losses.append(F.mse_loss(e, r.detach()) + commitment_weight * F.mse_loss(e.detach(), r))
+        x_res = r + (e - r).detach()
+        r = r - x_res
+        out = out + x_res
+    return out, torch.stack(losses).mean()
+
+
+def test_straight_through_chain_gives_the_reference_code_gradients():
+    """residual_chain="straight-through": the encoder (here a linear layer) and the codebooks get exactly the
+    gradients of the reference code's chain, which differ from the default chain's (that one also pulls the
+    encoder towards levels 2..L)."""
+    g = torch.Generator().manual_seed(4)
+    s, w = torch.randn(40, 5, generator=g), torch.randn(5, D, generator=g)
+    target = torch.randn(40, D, generator=g)
+    grads = {}
+    for chain in ("straight-through", "stopped", "by hand"):
+        rq = make(ema_update=False, learnable_codebook=True, commitment_weight=0.25,
+                  residual_chain="straight-through" if chain == "by hand" else chain)
+        enc = w.clone().requires_grad_(True)
+        z = s @ enc
+        codes, _ = rq.search(z)
+        if chain == "by hand":
+            quantized, loss = reference_code_rq(z, rq.codebooks, codes, 0.25)
+        else:
+            quantized, _, _, parts = rq(z, codes=codes, return_loss_breakdown=True)
+            loss = parts.mean
+        total = loss + ((quantized - target) ** 2).mean()   # a reconstruction-like term through the output
+        grads[chain] = torch.autograd.grad(total, [enc, rq.codebooks])
+    for got, want in zip(grads["straight-through"], grads["by hand"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(grads["stopped"][0], grads["by hand"][0])       # the encoder's differs
+    torch.testing.assert_close(grads["stopped"][1], grads["by hand"][1])      # the codebooks' does not
+
+
+def test_straight_through_chain_commits_only_the_first_level():
+    rq = make(ema_update=False, learnable_codebook=False, commitment_weight=1.0, residual_chain="straight-through")
+    z = torch.randn(32, D, requires_grad=True)
+    _, _, losses = rq(z)
+    for level in range(L):
+        (grad,) = torch.autograd.grad(losses[level], z, retain_graph=True)
+        assert grad.any() == (level == 0), level            # levels 2..L: exactly zero
+    stopped = make(ema_update=False, learnable_codebook=False, commitment_weight=1.0)
+    torch.testing.assert_close(stopped(z)[2], losses)       # same values
+    with pytest.raises(ValueError, match="residual_chain must be one of"):
+        make(residual_chain="detached")
+    with pytest.raises(ValueError, match="codebook_init must be one of"):
+        make(codebook_init="random")
+
+
+def test_constrained_kmeans_codebook_init_balances_every_level():
+    from letter_fast.nn.kmeans import reference_cluster_sizes
+
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(1200, D, generator=g) * torch.rand(1200, 1, generator=g) * 3
+    x[:400] = x[:400] * 0.05 + 4                              # a crowded corner
+    lo, hi = reference_cluster_sizes(1200, N)                 # (2, 75)
+    loads = {}
+    for init in ("kmeans", "constrained-kmeans"):
+        rq = make(kmeans_init=True, kmeans_iters=10, codebook_init=init, threshold_ema_dead_code=1e-9)
+        rq.init_codebooks(x, seed=3)
+        loads[init] = rq.cluster_size                         # the k-means clusters' sizes, per level
+        again = make(kmeans_init=True, kmeans_iters=10, codebook_init=init)
+        again.init_codebooks(x, seed=3)
+        assert torch.equal(again.codebooks, rq.codebooks)     # seeded
+    assert (loads["constrained-kmeans"] >= lo).all() and (loads["constrained-kmeans"] <= hi).all()
+    assert loads["kmeans"].max() > hi                          # plain k-means leaves a code with too many

@@ -55,3 +55,28 @@ def test_tokenize_errors_are_one_line(tmp_path, capsys):
         assert err.count("\n") == 0, err
         if expected:
             assert expected in err, (argv, err)
+
+
+def test_tokenize_takes_the_reference_chain_and_init_flags(tmp_path, capsys):
+    """--codebook-init / --residual-chain reach the model, settings.toml and best.pt; --print-config writes them and
+    --config reads them back; an unknown value is a one-line error."""
+    from letter_fast.tokenizer.train import load_tokenizer
+
+    catalog = make_synthetic_catalog(num_items=200, num_users=300, dim=24, cf_dim=8, seed=1)
+    folder = catalog.save(tmp_path / "data")
+    save_tensor(catalog.embeddings["semantic"], tmp_path / "sem.npy")
+    save_tensor(catalog.embeddings["cf_planted"], tmp_path / "cf.pt")
+    flags = ["--codebook-init", "constrained-kmeans", "--residual-chain", "straight-through"]
+    base = ["tokenize", str(folder), "--embeddings", str(tmp_path / "sem.npy"), "--cf", str(tmp_path / "cf.pt")]
+    assert main([*base, *FAST, *flags, "--print-config"]) == 0
+    (tmp_path / "c.toml").write_text(capsys.readouterr().out)
+    out = tmp_path / "tok"
+    assert main([*base, "--config", str(tmp_path / "c.toml"), "--out-dir", str(out)]) == 0
+    saved = load_settings(TokenizeConfig, out)
+    assert (saved.codebook_init, saved.residual_chain, saved.epochs) == ("constrained-kmeans", "straight-through", 3)
+    model = load_tokenizer(out / "best.pt")
+    assert (model.codebook_init, model.residual_chain) == ("constrained-kmeans", "straight-through")
+    capsys.readouterr()
+    assert main([*base, *FAST, "--residual-chain", "detached", "--out-dir", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "residual_chain must be one of" in err

@@ -37,7 +37,7 @@ def test_kmeans_with_fewer_points_than_centers():
 def test_constrained_sizes_hold(n, k, lo, hi):
     x = torch.randn(n, 6)
     x[: n // 2] += 20  # a lopsided cloud: plain k-means would break the limits
-    labels = constrained_kmeans(x, k, lo, hi)
+    _, labels = constrained_kmeans(x, k, lo, hi)
     sizes = torch.bincount(labels, minlength=k)
     assert sizes.min() >= lo and sizes.max() <= hi and sizes.sum() == n
 

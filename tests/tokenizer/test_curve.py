@@ -99,6 +99,7 @@ def test_checkpoint_from_before_curve_and_cf_gradient_resumes(catalog, tmp_path)
     path = tmp_path / "tokenizer.ckpt"
     state = load_checkpoint(path, "tokenizer.checkpoint", 1)
     del state["settings"]["train"]["curve_every"], state["settings"]["model"]["cf_gradient"], state["curve"]
+    del state["settings"]["model"]["codebook_init"], state["settings"]["model"]["residual_chain"]
     save_checkpoint(path, "tokenizer.checkpoint", 1, {k: v for k, v in state.items() if k not in ("format", "version")})
     assert train_tokenizer(small_model(), s, cf, config(epochs=4, curve_every=0), tmp_path)["history"][-1][
         "epoch"] == 4
@@ -108,3 +109,17 @@ def test_checkpoint_from_before_curve_and_cf_gradient_resumes(catalog, tmp_path)
     model = LetterTokenizer(input_dim=32, **{**SMALL, "cf_gradient": "encoder"})
     with pytest.raises(CheckpointError, match="other settings"):
         train_tokenizer(model, s, cf, config(epochs=6, curve_every=0), tmp_path)
+    # the same for codebook_init and residual_chain (added later): absent = kmeans and the stopped chain
+    for key, old, new in (("codebook_init", "kmeans", "constrained-kmeans"),
+                          ("residual_chain", "stopped", "straight-through")):
+        state = load_checkpoint(path, "tokenizer.checkpoint", 1)
+        state["settings"]["model"].pop("cf_gradient", None)
+        del state["settings"]["model"][key]
+        save_checkpoint(path, "tokenizer.checkpoint", 1,
+                        {k: v for k, v in state.items() if k not in ("format", "version")})
+        with pytest.raises(CheckpointError, match="other settings"):
+            train_tokenizer(LetterTokenizer(input_dim=32, **{**SMALL, key: new}), s, cf,
+                            config(epochs=6, curve_every=0), tmp_path)
+        assert getattr(load_tokenizer(path), key) == old                     # loads with the old behaviour
+    assert train_tokenizer(small_model(), s, cf, config(epochs=6, curve_every=0), tmp_path)["history"][-1][
+        "epoch"] == 6

@@ -304,3 +304,43 @@ def test_cf_gradient_setting_is_checked_and_saved():
     assert m.settings()["cf_gradient"] == "encoder"
     assert LetterTokenizer(input_dim=64, **{k: v for k, v in m.settings().items() if k != "input_dim"}
                            ).cf_gradient == "encoder"
+
+
+def test_reference_chain_and_init_settings_are_checked_saved_and_used(catalog):
+    """codebook_init and residual_chain: refused when unknown, saved in settings() (so in checkpoints), passed to
+    the quantizer; the straight-through chain changes only the encoder's gradient, the constrained init only
+    the start."""
+    from letter_fast.nn.kmeans import constrained_kmeans, reference_cluster_sizes
+    from letter_fast.tokenizer.config import TokenizeConfig
+
+    for key, bad in (("codebook_init", "random"), ("residual_chain", "detached")):
+        with pytest.raises(ValueError, match=f"{key} must be one of"):
+            small_model(**{key: bad})
+        with pytest.raises(ValueError, match=f"{key} must be one of"):
+            TokenizeConfig(**{key: bad}).check()
+    s = catalog.embeddings["semantic"][:256]
+    models = {}
+    for init, chain in (("kmeans", "stopped"), ("kmeans", "straight-through"), ("constrained-kmeans", "stopped")):
+        m = small_model(alpha=0.0, beta=0.0, sinkhorn_last_level=False, codebook_init=init, residual_chain=chain)
+        assert (m.settings()["codebook_init"], m.settings()["residual_chain"]) == (init, chain)
+        assert (m.quantizer.codebook_init, m.quantizer.residual_chain) == (init, chain)
+        rebuilt = LetterTokenizer(input_dim=64, **{k: v for k, v in m.settings().items() if k != "input_dim"})
+        assert (rebuilt.codebook_init, rebuilt.residual_chain) == (init, chain)
+        m.init_codebooks(s)
+        out = m(s)
+        out["loss"].backward()
+        models[init, chain] = (m, out)
+    (m0, out0), (m1, out1) = models["kmeans", "stopped"], models["kmeans", "straight-through"]
+    assert torch.equal(m0.codebooks, m1.codebooks) and torch.equal(out0["codes"], out1["codes"])
+    assert torch.equal(out0["loss"], out1["loss"])                            # same values
+    assert torch.equal(m0.codebooks.grad, m1.codebooks.grad)                  # same codebook gradient
+    assert not torch.allclose(m0.encoder[0].weight.grad, m1.encoder[0].weight.grad)
+    # the start: the constrained k-means clusters (not the nearest codes, which can differ) hold at most hi items
+    m2, _ = models["constrained-kmeans", "stopped"]
+    lo, hi = reference_cluster_sizes(256, 32)                                  # (0, 8)
+    z = m2.encoder(s).detach()
+    _, labels = constrained_kmeans(z, 32, lo, hi, iters=25, seed=0, init_iters=0)
+    torch.testing.assert_close(m2.codebooks[0], torch.zeros(32, 8).index_add_(0, labels, z)
+                               / torch.bincount(labels, minlength=32).clamp_min(1)[:, None])
+    nearest = [torch.bincount(m.encode_items(s)[0][:, 0], minlength=32) for m in (m0, m2)]
+    assert nearest[1].max() < nearest[0].max()                                # more even than plain k-means
