@@ -265,14 +265,222 @@ def flat_check(rows) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- 4. decode: constrained vs unconstrained step
+DECODE_USERS = 128
+
+
+def skewed_catalog(V: int, seed: int = 0, zipf: float = 1.0) -> torch.Tensor:
+    """``[V, L]`` distinct identifiers shaped like a trained tokenizer's: skewed at every level, no collisions.
+
+    Built top-down by counts: the root's V items are shared among its N children in proportion to a Zipf law
+    ``w_r ~ 1 / (r + 1)^zipf`` over a random permutation of the codes (one permutation per node), each child capped
+    at ``N^(L-1-t)`` items (what its subtree can hold; the excess is poured into the children not yet full, water
+    filling), and the shares rounded by differencing the rounded cumulative sum (they stay within 1 of the real
+    share and sum exactly). At the last level the cap is 1: every leaf is one item, so identifiers are distinct
+    by construction, and the parent's items take its most probable codes. Rows come back in random order.
+    """
+    g = torch.Generator().manual_seed(seed)
+    law = 1.0 / torch.arange(1, N + 1, dtype=torch.float64) ** zipf
+    counts = torch.tensor([V], dtype=torch.float64)        # items under each node of the current level
+    parents, codes_of_level = [], []
+    for t in range(L):
+        cap = float(N ** (L - 1 - t))
+        kept_parent, kept_code, kept_count = [], [], []
+        for lo in range(0, counts.numel(), 1 << 15):
+            c = counts[lo:lo + (1 << 15)]
+            perm = torch.argsort(torch.rand(c.numel(), N, generator=g), dim=1)
+            w = law[perm]                                                   # [P, N]: weight of code j
+            x = c[:, None] * w / w.sum(1, keepdim=True)
+            for _ in range(64):                                             # water filling under the cap
+                excess = (x - cap).clamp(min=0).sum(1, keepdim=True)
+                if float(excess.max()) < 1e-9:
+                    break
+                x = x.clamp(max=cap)
+                room = torch.where(x < cap, w, 0.0)
+                x = x + excess * room / room.sum(1, keepdim=True).clamp(min=1e-300)
+            x = x.clamp(max=cap)
+            cum = torch.round(torch.cumsum(x, 1))
+            share = torch.diff(cum, dim=1, prepend=torch.zeros(c.numel(), 1, dtype=torch.float64))
+            p, j = share.nonzero(as_tuple=True)
+            kept_parent.append(p + lo)
+            kept_code.append(j)
+            kept_count.append(share[p, j])
+        parents.append(torch.cat(kept_parent))
+        codes_of_level.append(torch.cat(kept_code))
+        counts = torch.cat(kept_count)
+    if counts.numel() != V or bool((counts != 1).any()):
+        raise AssertionError(f"skewed_catalog: built {counts.numel()} leaves for V={V}")
+    out = torch.empty(V, L, dtype=torch.long)
+    node = torch.arange(V)
+    for t in range(L - 1, -1, -1):                                          # follow each leaf up to the root
+        out[:, t] = codes_of_level[t][node]
+        node = parents[t][node]
+    return out[torch.randperm(V, generator=g)]
+
+
+def decode_logits(seed: int = 4) -> list[torch.Tensor]:
+    """Model-like raw logits per level: ``[users, N]`` at level 0, ``[users * beams, N]`` after."""
+    g = torch.Generator().manual_seed(seed)
+    return [2.0 * torch.randn(DECODE_USERS * (1 if t == 0 else BEAMS), N, generator=g) for t in range(L)]
+
+
+def decode_states(index: ItemIndex, logits: list[torch.Tensor]):
+    """The (node, scores) each level's step starts from, from the constrained search itself on these logits."""
+    node = torch.zeros(DECODE_USERS, dtype=torch.long)
+    scores = torch.zeros(DECODE_USERS)
+    states = []
+    for t in range(L):
+        states.append((node, scores))
+        lp = torch.log_softmax(logits[t], -1)
+        _, _, child, score = trie_step(node, lp, scores, index.child_ptr[t], index.child_code[t],
+                                       1 if t == 0 else BEAMS, BEAMS)
+        node, scores = child.reshape(-1), score.reshape(-1)
+    return states
+
+
+def unconstrained_select(log_probs: torch.Tensor, scores: torch.Tensor, beams_in: int):
+    """Top-``BEAMS`` of ``scores + log_probs`` over each user's ``beams_in x N`` candidates: (parent, code, score)."""
+    cand = (scores[:, None] + log_probs).view(-1, beams_in * N)
+    best, flat = torch.topk(cand, BEAMS, dim=1)
+    users = torch.arange(cand.shape[0])[:, None]
+    return users * beams_in + flat // N, flat % N, best
+
+
+def unconstrained_beam_search(step_fn, batch_size: int, num_beams: int, num_levels: int):
+    """Beam search over all N^L code sequences (no trie): the baseline a constrained decode is compared to."""
+    scores = torch.zeros(batch_size)
+    prefix = torch.zeros(batch_size, 0, dtype=torch.long)
+    parent = None
+    for t in range(num_levels):
+        log_probs = step_fn(prefix, parent)
+        par, code, best = unconstrained_select(log_probs, scores, 1 if t == 0 else num_beams)
+        parent = par.reshape(-1)
+        prefix = torch.cat([prefix.index_select(0, parent), code.reshape(-1, 1)], 1)
+        scores = best.reshape(-1)
+    return prefix.view(batch_size, num_beams, num_levels), scores.view(batch_size, num_beams)
+
+
+@functools.lru_cache(maxsize=1)
+def decode_index(V: int) -> ItemIndex:
+    return ItemIndex.from_codes(skewed_catalog(V), num_codes=N)
+
+
+def decode_cases(sizes, with_tiger: bool = True):
+    """Per V and level: constrained vs unconstrained selection (search only, and with the log-softmax); TIGER."""
+    out = []
+    logits = decode_logits()
+    for V in sizes:
+        for t in range(L):
+            params = dict(V=V, level=t, users=DECODE_USERS, beams=BEAMS)
+
+            def make(V=V, t=t, constrained=True, softmax=False):
+                beams_in = 1 if t == 0 else BEAMS
+                index = decode_index(V)
+                node, scores = decode_states(index, logits)[t]
+                lp = torch.log_softmax(logits[t], -1)
+                ptr, code = index.child_ptr[t], index.child_code[t]
+                if constrained:
+                    if softmax:
+                        return lambda: trie_step(node, torch.log_softmax(logits[t], -1), scores, ptr, code,
+                                                 beams_in, BEAMS)
+                    return lambda: trie_step(node, lp, scores, ptr, code, beams_in, BEAMS)
+                if softmax:
+                    return lambda: unconstrained_select(torch.log_softmax(logits[t], -1), scores, beams_in)
+                return lambda: unconstrained_select(lp, scores, beams_in)
+
+            for softmax in (False, True):
+                tag = "+log_softmax" if softmax else ""
+                out.append(Case("trie_decode", f"unconstrained-topk{tag}", dict(params, part="step" if softmax else
+                                "search"), functools.partial(make, constrained=False, softmax=softmax),
+                                reference=True))
+                out.append(Case("trie_decode", f"constrained-trie_step{tag}", dict(params, part="step" if softmax
+                                else "search"), functools.partial(make, constrained=True, softmax=softmax)))
+        if with_tiger:
+            params = dict(V=V, level="all", users=DECODE_USERS, beams=BEAMS, part="tiger")
+
+            def tiger(V=V, constrained=True):
+                model, vocab, sequences = tiger_setup()
+                ids, mask, _ = sequences.batch(torch.arange(len(sequences)))
+                from letter_fast.genrec.tiger_decoder import TigerDecoder
+
+                decoder = TigerDecoder(model, vocab)
+                if constrained:
+                    index = decode_index(V)
+                    return lambda: constrained_beam_search(decoder.start(ids, mask), ids.shape[0], BEAMS, index)
+                return lambda: unconstrained_beam_search(decoder.start(ids, mask), ids.shape[0], BEAMS, L)
+
+            out.append(Case("trie_decode", "tiger-unconstrained", params,
+                            functools.partial(tiger, constrained=False), reference=True))
+            out.append(Case("trie_decode", "tiger-constrained", params, tiger))
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def tiger_setup():
+    """A small random TIGER (the default config, seeded) and 128 random 20-item histories."""
+    from letter_fast.genrec.tiger import CodeVocabulary, build_sequences, build_tiger
+
+    vocab = CodeVocabulary(num_levels=L, num_codes=N)
+    model = build_tiger(vocab, seed=0).eval()
+    g = torch.Generator().manual_seed(5)
+    item_codes = torch.randint(0, N, (1000, L), generator=g)
+    history = torch.randint(0, 1000, (DECODE_USERS, 20), generator=g)
+    target = torch.randint(0, 1000, (DECODE_USERS,), generator=g)
+    return model, vocab, build_sequences(item_codes, history, target, vocab)
+
+
+def decode_check(rows, sizes) -> str:
+    med = {(r["impl"], r["params"]): r["median_ms"] for r in rows}
+
+    def get(impl, V, level, part):
+        return med.get((impl, f"V={V} level={level} users={DECODE_USERS} beams={BEAMS} part={part}"))
+
+    lines = ["## Target check: constrained step <= 1.5x the unconstrained top-k over the same logits, every V", "",
+             f"{DECODE_USERS} users x {BEAMS} beams, L = {L}, N = {N}; skewed collision-free identifiers "
+             "(`skewed_catalog`). search = selection only from the same log-probs (trie_step vs add + topk); "
+             "step = log_softmax + selection.", "",
+             "| V | index MB | B/item | part | ratio level 0 | level 1 | level 2 | level 3 | total ms (c / u) | "
+             "total ratio | target |", "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    for V in sizes:
+        index = decode_index(V)
+        for part in ("search", "step"):
+            tag = "+log_softmax" if part == "step" else ""
+            c = [get(f"constrained-trie_step{tag}", V, t, part) for t in range(L)]
+            u = [get(f"unconstrained-topk{tag}", V, t, part) for t in range(L)]
+            if None in c or None in u:
+                continue
+            ratios = [a / b for a, b in zip(c, u)]
+            total = sum(c) / sum(u)
+            ok = max(ratios) <= 1.5 and total <= 1.5
+            lines.append(f"| {V:.0e} | {index.nbytes() / 2**20:.1f} | {index.nbytes() / V:.2f} | {part} | "
+                         + " | ".join(f"{x:.2f}" for x in ratios)
+                         + f" | {sum(c):.3f} / {sum(u):.3f} | {total:.2f} | {'PASS' if ok else 'FAIL'} |")
+    tiger_lines = []
+    for V in sizes:
+        c = get("tiger-constrained", V, "all", "tiger")
+        u = get("tiger-unconstrained", V, "all", "tiger")
+        if c and u:
+            tiger_lines.append(f"| {V:.0e} | {DECODE_USERS / (c / 1e3):.0f} | {DECODE_USERS / (u / 1e3):.0f} | "
+                               f"{c / u:.2f} |")
+    if tiger_lines:
+        lines += ["", "TIGER end to end (small random default TIGER, `TigerDecoder` + constrained_beam_search vs the "
+                  "same step_fn under a plain top-k beam search), users/s:", "",
+                  "| V | constrained users/s | unconstrained users/s | time ratio |", "|---:|---:|---:|---:|"]
+        lines += tiger_lines
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
-    parser.add_argument("--only", choices=["overhead", "build", "flat", "generate"], action="append",
+    parser.add_argument("--only", choices=["overhead", "build", "flat", "generate", "decode"], action="append",
                         help="run only these parts")
     parser.add_argument("--generate", action="store_true", help="also time end-to-end generate (tiny T5)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     parts = args.only or ["overhead", "build", "flat"]
     quick = args.quick
     import os
@@ -311,6 +519,17 @@ def main(argv=None):
                          out_dir=args.out)
         summary = flat_check(rows)
         append_markdown("trie_step_flat", summary + "\n\n" + env_note, args.out)
+        print(summary)
+    if "decode" in parts:
+        sizes = [10**4, 10**5] if quick else [10**4, 10**5, 10**6, 10**7]
+        rows = run_cases("trie_decode", decode_cases(sizes, with_tiger=True), warmup=2, repeat=9, min_seconds=0.3,
+                         plot_x="V", out_dir=args.out)
+        summary = decode_check(rows, sizes)
+        load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+        command = "python benchmarks/bench_trie.py --only decode" + (" --quick" if quick else "") + (
+            f" --threads {args.threads}" if args.threads else "")
+        append_markdown("trie_decode", summary + f"\n\nCommand: `{command}`; load average {load} (1 / 5 / 15 min) "
+                        f"at the end, {os.cpu_count()} cores.\n\n" + env_note, args.out)
         print(summary)
 
 
