@@ -359,6 +359,19 @@ def evaluate_pair(
 # --------------------------------------------------------------------------------------------------------- report
 
 
+def prefix_shares(index_path: Path, num_old: int, levels=(1, 2, 3)) -> dict[int, float]:
+    """Share of new items (ids >= ``num_old``) whose first ``k`` codes start some old item's identifier: how much of
+    a new item's path the trained decoder has walked before (the last code of a new item is never a seen target)."""
+    from letter_fast.data import read_index_json
+
+    codes = read_index_json(index_path).numpy()
+    out = {}
+    for k in levels:
+        seen = {tuple(c) for c in codes[:num_old, :k].tolist()}
+        out[k] = float(np.mean([tuple(c) in seen for c in codes[num_old:, :k].tolist()]))
+    return out
+
+
 def check_old_identifiers(index_a: Path, index_c: Path, num_old: int) -> None:
     from letter_fast.data import read_index_json
 
@@ -431,8 +444,12 @@ def write_results(args, prep: dict, rows: list[dict], commands: list[list[str]])
         lines.append(
             f"| {label[(r['tiger_index'], r['eval_index'])]} ({r['tiger_index']}) | {r['group']} | "
             f"{r['users']} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} | {r['recall@5']:.4f} | "
-            f"{r['ndcg@5']:.4f} | {r['new_item_share@10']:.3f} |"
+            f"{r['ndcg@5']:.4f} | {r['new_item_share@10']:.4f} |"
         )
+    lines += ["", "New items whose first k codes are also some old item's first k codes (k = 1, 2, 3):", ""]
+    for which, folder in (("A", "index-A"), ("B", "tokenizer-all"), ("C", "index-C")):
+        shares = prefix_shares(Path(args.runs) / folder / f"{prep['name']}.index.json", prep["num_old"])
+        lines.append(f"- index {which}: " + ", ".join(f"k={k}: {v:.3f}" for k, v in shares.items()))
     lines += ["", "Commands (in experiment ids; the script writes the inputs):", ""]
     lines += [f"    letter-fast {shlex.join(c)}" for c in commands]
     atomic_write(args.results / f"{args.name}.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
