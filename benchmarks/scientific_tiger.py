@@ -52,6 +52,16 @@ def run_cli(argv: list[str]) -> None:
         raise SystemExit(f"failed: letter-fast {shlex.join(argv)}")
 
 
+def tiger_argv(data, index, out, *, tau: float, seed: int, steps: int, valid_users: int, size: str) -> list[str]:
+    """The ``train-tiger`` command of one run: a step budget (patience past it), ``size`` small or paper."""
+    argv = ["train-tiger", str(data), "--out-dir", str(out), "--tau", str(tau), "--seed", str(seed),
+            "--max-steps", str(steps), "--valid-users", str(valid_users), "--patience", "1000", "--no-progress",
+            *(SMALL if size == "small" else [])]
+    if index is not None:
+        argv[2:2] = ["--index", str(index)]
+    return argv
+
+
 def tokenize(args, variant: str) -> tuple[Path, list[str]]:
     """Train (or reuse) one tokenizer; returns its index.json and the command."""
     out = Path(args.runs) / f"tokenizer-{variant}"
@@ -88,10 +98,8 @@ def main(argv=None) -> int:
     for setting, (variant, tau) in settings.items():
         for seed in args.seeds:
             out = Path(args.runs) / f"tiger-{setting.replace('+', '-')}-steps{args.steps}-seed{seed}"
-            argv_t = ["train-tiger", args.data, "--index", str(indexes[variant][0]), "--out-dir", str(out),
-                      "--tau", str(tau), "--seed", str(seed), "--max-steps", str(args.steps),
-                      "--valid-users", str(args.valid_users), "--patience", "1000", "--no-progress",
-                      *(SMALL if args.size == "small" else [])]
+            argv_t = tiger_argv(args.data, indexes[variant][0], out, tau=tau, seed=seed, steps=args.steps,
+                                valid_users=args.valid_users, size=args.size)
             if not (out / "metrics.json").exists():
                 t0 = time.perf_counter()
                 run_cli(argv_t)

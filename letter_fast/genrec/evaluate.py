@@ -87,11 +87,14 @@ def ranking_metrics(model, vocab: CodeVocabulary, index, sequences: TigerSequenc
 
 def evaluate_tiger(model, vocab: CodeVocabulary, samples, codes: torch.Tensor, *, index=None, num_beams: int = 20,
                    batch_size: int = 256, device=None, autocast_dtype=None, max_history: int = 20,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, return_ranked: bool = False) -> dict:
     """Recall@5/10 and NDCG@5/10 of a trained TIGER on ``samples`` (e.g. ``split.test``), full ranking.
 
     Returns ``{"metrics": {...}, "users": U, "collisions": {...}, "num_beams": ..}``; ``metrics`` holds the
-    identifier-level values and, when identifiers collide, the ``item_``-prefixed item-level ones.
+    identifier-level values and, when identifiers collide, the ``item_``-prefixed item-level ones. To score a subset
+    of users (e.g. those whose target is a new item), pass only their samples. ``return_ranked`` adds
+    ``"ranked_identifiers"``: the ``[U, 10]`` top-10 identifier ids of ``index`` per user (-1 = empty slot), e.g. to
+    see which items the model recommends.
     """
     if num_beams < max(KS):
         raise ValueError(f"num_beams must be >= {max(KS)} to rank the top {max(KS)}, got {num_beams}")
@@ -110,9 +113,12 @@ def evaluate_tiger(model, vocab: CodeVocabulary, samples, codes: torch.Tensor, *
         metrics.update({f"item_{k}": v for k, v in topk_metrics(ranks["item"], KS).items()})
     all_ids = torch.arange(index.num_identifiers, device=index.device)
     shared = int(index.group_sizes(all_ids)[index.group_sizes(all_ids) > 1].sum())
-    return {"metrics": metrics, "users": len(sequences), "num_beams": num_beams,
-            "collisions": {"items": index.num_items, "identifiers": index.num_identifiers,
-                           "items_sharing_an_identifier": shared}}
+    result = {"metrics": metrics, "users": len(sequences), "num_beams": num_beams,
+              "collisions": {"items": index.num_items, "identifiers": index.num_identifiers,
+                             "items_sharing_an_identifier": shared}}
+    if return_ranked:
+        result["ranked_identifiers"] = identifiers.cpu()
+    return result
 
 
 def metrics_table(rows: dict[str, dict]) -> str:
