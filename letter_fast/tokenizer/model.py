@@ -117,12 +117,7 @@ class LetterTokenizer(nn.Module):
         if cf_gradient not in CF_GRADIENTS:
             raise ValueError(f"cf_gradient must be one of {', '.join(map(repr, CF_GRADIENTS))}, got {cf_gradient!r}")
         self.cf_gradient = cf_gradient
-        if codebook_init not in CODEBOOK_INITS:
-            raise ValueError(f"codebook_init must be one of {', '.join(map(repr, CODEBOOK_INITS))}, "
-                             f"got {codebook_init!r}")
-        if residual_chain not in RESIDUAL_CHAINS:
-            raise ValueError(f"residual_chain must be one of {', '.join(map(repr, RESIDUAL_CHAINS))}, "
-                             f"got {residual_chain!r}")
+        # codebook_init and residual_chain are checked by the ResidualQuantizer built below
         self.codebook_init, self.residual_chain = codebook_init, residual_chain
         self.backend = backend
         self.encoder = mlp([input_dim, *hidden_dims, latent_dim])
