@@ -8,8 +8,9 @@
 //     s = scores[r] + float(log_probs[r, code])             (float32, the same add everywhere)
 // and only real children with s > -inf compete. The k best per query are returned, ordered by s
 // descending and, for equal s, by the lower (local_row * N + j): the order of a stable sort over
-// the dense [B, N] slot matrix, which is what the reference backend does. A size-k heap per
-// query keeps the work at O(B * children * log k); nothing of the catalog's size is touched.
+// the dense [B, N] slot matrix, which is what the reference backend does. A size-k buffer per
+// query (TopK) keeps the work at O(B * children) plus O(k) per admission; nothing of the
+// catalog's size is touched.
 //
 // Walk: the node at level t of each prefix (c_0..c_{t-1}), by binary search of each code among
 // its node's sorted children; -1 once a code is not a child.
@@ -34,6 +35,56 @@ inline bool ranks_before(const StepCandidate& a, const StepCandidate& b) {
   return a.score > b.score || (a.score == b.score && a.flat < b.flat);
 }
 
+// The k kept candidates of one query, best first. Candidates arrive in ascending `flat` order (beam
+// by beam, children by slot), so a newcomer whose score equals a kept one ranks after it: the
+// tie-break costs nothing and a full buffer admits only s > worst. For small k a sorted array
+// (one compare to reject, a short shift to insert) beats a heap, whose every admission is two
+// O(log k) sifts; level 0 of a decode (one beam, N children, ~k ln(N/k) admissions) is the
+// case where that shows. Large k keeps the heap: the array's O(k) insert would dominate.
+class TopK {
+ public:
+  static constexpr int64_t kSortedMax = 64;
+
+  explicit TopK(int64_t k) : k_(k), sorted_(k <= kSortedMax) { kept_.reserve(static_cast<size_t>(k)); }
+
+  void clear() { kept_.clear(); }
+  bool full() const { return static_cast<int64_t>(kept_.size()) == k_; }
+  // Only meaningful when full(): a candidate must score above this to be kept.
+  float worst() const { return sorted_ ? kept_.back().score : kept_.front().score; }
+
+  // cand.flat exceeds every kept flat; cand.score > -inf.
+  void offer(const StepCandidate& cand) {
+    if (sorted_) {
+      if (full()) {
+        if (!(cand.score > kept_.back().score)) return;
+        kept_.pop_back();
+      }
+      // after every kept score >= cand.score (equal scores: the kept one has the lower flat)
+      auto it = kept_.end();
+      while (it != kept_.begin() && (it - 1)->score < cand.score) --it;
+      kept_.insert(it, cand);
+    } else if (!full()) {
+      kept_.push_back(cand);
+      std::push_heap(kept_.begin(), kept_.end(), ranks_before);
+    } else if (ranks_before(cand, kept_.front())) {
+      std::pop_heap(kept_.begin(), kept_.end(), ranks_before);
+      kept_.back() = cand;
+      std::push_heap(kept_.begin(), kept_.end(), ranks_before);
+    }
+  }
+
+  // best first
+  const std::vector<StepCandidate>& ranked() {
+    if (!sorted_) std::sort_heap(kept_.begin(), kept_.end(), ranks_before);
+    return kept_;
+  }
+
+ private:
+  int64_t k_;
+  bool sorted_;
+  std::vector<StepCandidate> kept_;  // sorted: best first; heap: a max-heap under ranks_before, front() worst
+};
+
 // Queries [q_begin, q_end); the launcher splits queries over torch's thread pool (at::parallel_for),
 // so no second OpenMP runtime spins beside torch's.
 template <typename LogProb, typename Code>
@@ -42,48 +93,41 @@ void trie_step(const int64_t* node, const LogProb* log_probs, int64_t lp_stride_
                int64_t q_end, int64_t beams_per_query, int64_t N, int64_t k, int64_t* out_parent,
                int64_t* out_code, int64_t* out_child, float* out_score) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  {
-    std::vector<StepCandidate> heap;  // a max-heap under ranks_before: front() is the worst kept
-    heap.reserve(static_cast<size_t>(k));
-    for (int64_t q = q_begin; q < q_end; ++q) {
-      heap.clear();
-      for (int64_t b = 0; b < beams_per_query; ++b) {
-        const int64_t r = q * beams_per_query + b;
-        const int64_t n = node[r];
-        if (n < 0) continue;
-        const float base = scores[r];
-        if (!(base > neg_inf)) continue;
-        const int64_t lo = child_ptr[n], hi = child_ptr[n + 1];
-        const LogProb* row = log_probs + r * lp_stride_row;
-        for (int64_t c = lo; c < hi; ++c) {
-          const float s = base + static_cast<float>(row[static_cast<int64_t>(child_code[c]) * lp_stride_col]);
-          if (!(s > neg_inf)) continue;
-          const StepCandidate cand{s, b * N + (c - lo)};
-          if (static_cast<int64_t>(heap.size()) < k) {
-            heap.push_back(cand);
-            std::push_heap(heap.begin(), heap.end(), ranks_before);
-          } else if (ranks_before(cand, heap.front())) {
-            std::pop_heap(heap.begin(), heap.end(), ranks_before);
-            heap.back() = cand;
-            std::push_heap(heap.begin(), heap.end(), ranks_before);
-          }
-        }
+  TopK top(k);
+  for (int64_t q = q_begin; q < q_end; ++q) {
+    top.clear();
+    for (int64_t b = 0; b < beams_per_query; ++b) {
+      const int64_t r = q * beams_per_query + b;
+      const int64_t n = node[r];
+      if (n < 0) continue;
+      const float base = scores[r];
+      if (!(base > neg_inf)) continue;
+      const int64_t lo = child_ptr[n], hi = child_ptr[n + 1];
+      const LogProb* row = log_probs + r * lp_stride_row;
+      // A node with all N children (the top levels of a large catalog) has codes 0..N-1 in slot
+      // order: read the row straight, without the child_code gather.
+      const bool dense = hi - lo == N;
+      for (int64_t c = lo; c < hi; ++c) {
+        const int64_t code = dense ? c - lo : static_cast<int64_t>(child_code[c]);
+        const float s = base + static_cast<float>(row[code * lp_stride_col]);
+        if (!(s > neg_inf) || (top.full() && !(s > top.worst()))) continue;
+        top.offer(StepCandidate{s, b * N + (c - lo)});
       }
-      std::sort_heap(heap.begin(), heap.end(), ranks_before);  // best first
-      for (int64_t i = 0; i < k; ++i) {
-        const int64_t o = q * k + i;
-        if (i < static_cast<int64_t>(heap.size())) {
-          const int64_t b = heap[i].flat / N, slot = heap[i].flat % N;
-          const int64_t r = q * beams_per_query + b;
-          const int64_t child = child_ptr[node[r]] + slot;
-          out_parent[o] = r;
-          out_code[o] = static_cast<int64_t>(child_code[child]);
-          out_child[o] = child;
-          out_score[o] = heap[i].score;
-        } else {
-          out_parent[o] = out_code[o] = out_child[o] = -1;
-          out_score[o] = neg_inf;
-        }
+    }
+    const auto& kept = top.ranked();
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t o = q * k + i;
+      if (i < static_cast<int64_t>(kept.size())) {
+        const int64_t b = kept[i].flat / N, slot = kept[i].flat % N;
+        const int64_t r = q * beams_per_query + b;
+        const int64_t child = child_ptr[node[r]] + slot;
+        out_parent[o] = r;
+        out_code[o] = static_cast<int64_t>(child_code[child]);
+        out_child[o] = child;
+        out_score[o] = kept[i].score;
+      } else {
+        out_parent[o] = out_code[o] = out_child[o] = -1;
+        out_score[o] = neg_inf;
       }
     }
   }

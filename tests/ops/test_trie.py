@@ -73,7 +73,7 @@ def test_reference_semantics():
 
 
 @pytest.mark.parametrize("backend", FAST_CPU_BACKENDS)
-@pytest.mark.parametrize("Q,B,k", [(1, 1, 1), (3, 1, 5), (4, 5, 5), (2, 7, 3), (3, 4, 40), (0, 3, 2)])
+@pytest.mark.parametrize("Q,B,k", [(1, 1, 1), (3, 1, 5), (4, 5, 5), (2, 7, 3), (3, 4, 40), (2, 12, 100), (0, 3, 2)])
 @pytest.mark.parametrize("level", [0, 1, 2])
 def test_shapes(backend, Q, B, k, level):
     args = step_inputs(300, 3, 9, level, Q, B, seed=Q * 100 + B * 10 + k + level)
