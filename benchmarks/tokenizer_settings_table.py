@@ -12,13 +12,16 @@ Each run is an ``--out-dir`` of ``letter-fast tokenize ... --curve-every N``. A 
   python benchmarks/tokenizer_settings_table.py default=runs/default both=runs/both \\
       --name tokenizer_reference_init_scientific
 
-writes ``benchmarks/results/<name>.csv`` and prints the markdown table (for the results page).
+writes ``benchmarks/results/<name>.csv`` (a row per run) and prints the markdown table (for the results page).
+Several folders for one label (``letter=runs/letter-seed0,runs/letter-seed1,runs/letter-seed2``: the same
+command with other ``--seed``) make one markdown row of mean +- sample standard deviation over the runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -54,12 +57,13 @@ def run_row(label: str, folder: Path) -> dict:
     used = [level["codes_used"] for level in report["levels_usage"]]
     return {
         "setting": label,
+        "run": str(folder),
         "first_level_codes_start": int(start["codes_used_1"]),
         "first_level_gini_start": round(float(start["first_level_gini"]), 3),
         "first_level_codes": used[0],
         "first_level_gini": round(report["first_level_gini"], 3),
         "codes_used_per_level": "/".join(map(str, used)),
-        "collisions_before": f"{report['collision_rate_before_reassignment']:.2%}",
+        "collisions_before": round(report["collision_rate_before_reassignment"], 5),
         "cf_pair_similarity": round(report["cf_neighbour_code_similarity"], 4),
         "recon": round(recon, 5),
         "best_epoch": best,
@@ -67,15 +71,36 @@ def run_row(label: str, folder: Path) -> dict:
     }
 
 
+def _cell(key: str, values: list) -> str:
+    """One markdown cell over a label's runs: the value, or mean +- std when the runs differ in number."""
+    if key == "setting":
+        return values[0] + (f" ({len(values)} seeds)" if len(values) > 1 else "")
+    if key == "codes_used_per_level":   # the mean per level
+        levels = list(zip(*[[int(c) for c in v.split("/")] for v in values]))
+        return "/".join(f"{statistics.fmean(level):.0f}" for level in levels)
+    percent = key == "collisions_before"
+    scale = 100 if percent else 1
+    unit = "%" if percent else ""
+    if len(values) == 1:
+        return f"{values[0] * scale:.2f}{unit}" if percent else str(values[0])
+    mean, std = statistics.fmean(values) * scale, statistics.stdev(values) * scale
+    digits = 2 if percent else (0 if key.startswith(("first_level_codes", "best_epoch")) else 4)
+    return f"{mean:.{digits}f} +- {std:.{digits}f}{unit}"
+
+
 def markdown(rows: list[dict]) -> str:
+    """A markdown row per label (mean +- std over its runs when it has several)."""
+    labels = list(dict.fromkeys(row["setting"] for row in rows))
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
-    lines += ["| " + " | ".join(str(row[key]) for key, _ in COLUMNS) + " |" for row in rows]
+    for label in labels:
+        runs = [row for row in rows if row["setting"] == label]
+        lines.append("| " + " | ".join(_cell(key, [row[key] for row in runs]) for key, _ in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="LABEL=OUT_DIR of a letter-fast tokenize run")
+    parser.add_argument("runs", nargs="+", help="LABEL=OUT_DIR[,OUT_DIR...] of letter-fast tokenize runs")
     parser.add_argument("--name", required=True, help="write benchmarks/results/<name>.csv")
     args = parser.parse_args(argv)
     rows = []
@@ -83,8 +108,8 @@ def main(argv=None) -> int:
         label, sep, path = spec.rpartition("=")
         if not sep:
             label, path = Path(spec).name, spec
-        rows.append(run_row(label, Path(path)))
-    write_csv(RESULTS / f"{args.name}.csv", rows, [key for key, _ in COLUMNS])
+        rows += [run_row(label, Path(folder)) for folder in path.split(",")]
+    write_csv(RESULTS / f"{args.name}.csv", rows, ["setting", "run"] + [key for key, _ in COLUMNS[1:]])
     print(markdown(rows), end="")
     return 0
 

@@ -176,6 +176,17 @@ def test_gpu_check_body_runs_on_cpu(tmp_path):
     assert (tmp_path / "smoke.md").exists()
 
 
+@pytest.mark.slow
+def test_scale_mode_runs_and_checks_items(tmp_path):
+    """bench_lcrec_decode --scale on the tiny random Llama: a row per size, every returned item valid."""
+    from benchmarks.bench_lcrec_decode import main
+
+    main(["--quick", "--scale", "100", "--users", "2", "--beams", "4", "--repeat", "1", "--out", str(tmp_path)])
+    text = (tmp_path / "lcrec_decode_scale.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 2e+02"))
+    assert row.rstrip(" |").endswith("| 0"), row   # invalid items
+
+
 def test_scaled_rope_and_multi_head_attention():
     """The model's own rotary module gives the angles (here linear RoPE scaling), and kv_heads = heads works."""
     L, N, K = 3, 8, 5
