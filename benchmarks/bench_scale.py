@@ -53,6 +53,9 @@ NAME = "scale"
 STAGES = ("synthetic", "kmeans_init", "epoch", "epoch_bf16", "encode", "reassign", "index_io")
 FIELDS = ["timestamp", "stage", "items", "seconds", "peak_rss_mb", "items_per_s", "threads", "load_avg",
           "command", "note"]
+# scale.md ends with people's notes on the runs (what else ran, what the numbers mean): rewriting the table keeps
+# everything from this heading on
+NOTES = "## Notes on the runs"
 TARGETS = {  # stage -> (what, check(row) for V = 1e7)
     "encode": ("<= 120 s at 1e7", lambda r: r["seconds"] <= 120),
     "reassign": ("<= 60 s at 1e7", lambda r: r["seconds"] <= 60),
@@ -247,17 +250,14 @@ def write_report(out_dir: Path, command: str) -> None:
               "took 444 s and 4.6 GB, 31 s of it the epoch, and came out with a fifth level of 1,643 codes. Now "
               "k-means runs on a sample, so its time does not grow with V (growth near 0 above), and every extra "
               "level holds at most N = 256 codes."]
-    lines += ["", "The recorded runs shared the 2 cores with other jobs (two tokenizer trainings, a C++ build, an "
-              "LC-Rec "
-              "decode benchmark; load average 4-9) and, during the 1e7 synthetic / encode stages, this branch's "
-              "tests; each stage ran niced with 1 thread. The 1e7 encode and re-assignment start from the "
-              "k-means-initialized model (25% collisions); the 1e7 epoch did not finish in the session (its "
-              "process stayed at about 560 MB resident while it ran)."]
     commands = sorted({r["command"] for r in rows if r.get("command")})
     lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands) if commands else "",
               f"Last written for: `{command}`. Load average over 1 / 5 / 15 min at the end of each run is in the "
               "csv (`load_avg`): the machine was shared, so single timings are noisy."]
-    _atomic_write(out_dir / f"{NAME}.md", "\n".join(lines) + "\n")
+    path = out_dir / f"{NAME}.md"
+    old = path.read_text() if path.exists() else ""
+    notes = old[old.index(NOTES):] if NOTES in old else NOTES + "\n"
+    _atomic_write(path, "\n".join(lines) + "\n\n" + notes)
     _plot(latest, out_dir / f"{NAME}.png")
 
 
