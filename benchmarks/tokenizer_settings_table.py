@@ -6,7 +6,8 @@ Each run is an ``--out-dir`` of ``letter-fast tokenize ... --curve-every N``. A 
   rate): codes used per level, the first-level Gini, collisions before re-assignment (share of items on a shared
   identifier), the code similarity of CF-nearest pairs, the selected epoch;
 * ``training.json``: the training-mean reconstruction loss of the selected epoch;
-* ``curve.csv``: the k-means start (epoch 0): first-level codes used and Gini;
+* ``curve.csv``: the k-means start (epoch 0): first-level codes used and Gini; and the last row (the final
+  epoch's nearest-code identifiers, which the selected checkpoint may precede): first-level codes used;
 * ``timing.json``: training seconds per epoch (wall clock, this machine, whatever else ran on it).
 
   python benchmarks/tokenizer_settings_table.py default=runs/default both=runs/both \\
@@ -37,6 +38,7 @@ COLUMNS = (
     ("first_level_gini_start", "first-level Gini, start"),
     ("first_level_codes", "first-level codes used"),
     ("first_level_gini", "first-level Gini"),
+    ("first_level_codes_end", "first-level codes used, last epoch"),
     ("codes_used_per_level", "codes used per level"),
     ("collisions_before", "collisions before re-assignment"),
     ("cf_pair_similarity", "CF-pair code similarity"),
@@ -51,7 +53,8 @@ def run_row(label: str, folder: Path) -> dict:
     report = json.loads((folder / "tokenizer_report.json").read_text())
     training = json.loads((folder / "training.json").read_text())
     timing = json.loads((folder / "timing.json").read_text())
-    start = next(row for row in read_curve(folder / "curve.csv") if int(row["epoch"]) == 0)
+    curve = read_curve(folder / "curve.csv")
+    start = next(row for row in curve if int(row["epoch"]) == 0)
     best = report["best_epoch"]
     recon = next(r["recon"] for r in training["history"] if r["epoch"] == best)
     used = [level["codes_used"] for level in report["levels_usage"]]
@@ -62,6 +65,7 @@ def run_row(label: str, folder: Path) -> dict:
         "first_level_gini_start": round(float(start["first_level_gini"]), 3),
         "first_level_codes": used[0],
         "first_level_gini": round(report["first_level_gini"], 3),
+        "first_level_codes_end": int(curve[-1]["codes_used_1"]),
         "codes_used_per_level": "/".join(map(str, used)),
         "collisions_before": round(report["collision_rate_before_reassignment"], 5),
         "cf_pair_similarity": round(report["cf_neighbour_code_similarity"], 4),
