@@ -60,11 +60,10 @@ class TokenizerModelConfig:
     commitment: float = _setting(0.25, "commitment weight mu of the RQ-VAE loss")
     cf_temperature: float = _setting(1.0, "temperature of the CF InfoNCE (the reference code uses 1, no "
                                           "normalization)")
-    cf_gradient: str = _setting("encoder+codebooks", "where the CF loss's gradient goes: encoder+codebooks (the "
-                                                     "codebooks through the quantized latent, the encoder straight "
-                                                     "through) | encoder (the reference code's: the straight-"
-                                                     "through latent, to the encoder only; the codebooks get none "
-                                                     "from L_CF)")
+    cf_gradient: str = _setting("encoder", "where the CF loss's gradient goes: encoder (the reference code's: "
+                                           "the straight-through latent, to the encoder only; the codebooks get "
+                                           "none from L_CF) | encoder+codebooks (the codebooks through the "
+                                           "quantized latent, the encoder straight through)")
     codebook_init: str = _setting("kmeans", "how the codebooks start: kmeans (k-means++ and 25 Lloyd iterations on "
                                             "the encoded items, level by level on the residuals) | "
                                             "constrained-kmeans (the reference code's: every code starts with "

@@ -95,13 +95,18 @@ def test_checkpoint_from_before_curve_and_cf_gradient_resumes(catalog, tmp_path)
     from letter_fast.training import CheckpointError, load_checkpoint, save_checkpoint
 
     s, cf = catalog
-    train_tokenizer(small_model(), s, cf, config(epochs=2, curve_every=0), tmp_path)
+
+    def old_model(**changes):   # what such a checkpoint trained: the gradient to encoder and codebooks
+        torch.manual_seed(0)
+        return LetterTokenizer(input_dim=32, **{**SMALL, "cf_gradient": "encoder+codebooks", **changes})
+
+    train_tokenizer(old_model(), s, cf, config(epochs=2, curve_every=0), tmp_path)
     path = tmp_path / "tokenizer.ckpt"
     state = load_checkpoint(path, "tokenizer.checkpoint", 1)
     del state["settings"]["train"]["curve_every"], state["settings"]["model"]["cf_gradient"], state["curve"]
     del state["settings"]["model"]["codebook_init"], state["settings"]["model"]["residual_chain"]
     save_checkpoint(path, "tokenizer.checkpoint", 1, {k: v for k, v in state.items() if k not in ("format", "version")})
-    assert train_tokenizer(small_model(), s, cf, config(epochs=4, curve_every=0), tmp_path)["history"][-1][
+    assert train_tokenizer(old_model(), s, cf, config(epochs=4, curve_every=0), tmp_path)["history"][-1][
         "epoch"] == 4
     state = load_checkpoint(path, "tokenizer.checkpoint", 1)
     del state["settings"]["model"]["cf_gradient"]
@@ -118,8 +123,8 @@ def test_checkpoint_from_before_curve_and_cf_gradient_resumes(catalog, tmp_path)
         save_checkpoint(path, "tokenizer.checkpoint", 1,
                         {k: v for k, v in state.items() if k not in ("format", "version")})
         with pytest.raises(CheckpointError, match="other settings"):
-            train_tokenizer(LetterTokenizer(input_dim=32, **{**SMALL, key: new}), s, cf,
+            train_tokenizer(old_model(**{key: new}), s, cf,
                             config(epochs=6, curve_every=0), tmp_path)
         assert getattr(load_tokenizer(path), key) == old                     # loads with the old behaviour
-    assert train_tokenizer(small_model(), s, cf, config(epochs=6, curve_every=0), tmp_path)["history"][-1][
+    assert train_tokenizer(old_model(), s, cf, config(epochs=6, curve_every=0), tmp_path)["history"][-1][
         "epoch"] == 6

@@ -45,11 +45,11 @@ def test_loss_terms_and_variants(catalog):
         small_model()(s)
 
 
-def test_cf_loss_reaches_the_codebooks(catalog):
+def test_cf_loss_reaches_the_codebooks_with_encoder_plus_codebooks(catalog):
     s, cf = catalog.embeddings["semantic"][:128], catalog.embeddings["cf_planted"][:128]
     grads = []
     for alpha in (0.0, 1.0):
-        m = small_model(alpha=alpha, beta=0.0, sinkhorn_last_level=False)
+        m = small_model(alpha=alpha, beta=0.0, sinkhorn_last_level=False, cf_gradient="encoder+codebooks")
         m.init_codebooks(s)
         m(s, cf)["loss"].backward()
         grads.append(m.codebooks.grad.clone())
@@ -188,7 +188,7 @@ def test_forward_is_the_rqvae_letter_loss_written_out(catalog):
     import torch.nn.functional as F
 
     s, cf = catalog.embeddings["semantic"][:128], catalog.embeddings["cf_planted"][:128]
-    m = small_model(alpha=0.1, beta=0.01, sinkhorn_last_level=False)
+    m = small_model(alpha=0.1, beta=0.01, sinkhorn_last_level=False, cf_gradient="encoder+codebooks")
     m.init_codebooks(s)
     m.refresh_code_clusters()
     out = m(s, cf, generator=torch.Generator().manual_seed(4))
