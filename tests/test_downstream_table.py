@@ -1,0 +1,31 @@
+"""benchmarks/downstream_table.py: finished runs give test metrics (mean +- std), running ones their progress."""
+
+import json
+import statistics
+
+from benchmarks import downstream_table as dt
+
+
+def _run(folder, ndcgs, test=None):
+    folder.mkdir()
+    history = [{"epoch": i + 1, "step": 100 * (i + 1), "valid_ndcg@10": v} for i, v in enumerate(ndcgs)]
+    (folder / "history.json").write_text(json.dumps(history))
+    if test is not None:
+        (folder / "metrics.json").write_text(json.dumps({"metrics": {"recall@5": test, "ndcg@5": test,
+                                                                     "recall@10": test, "ndcg@10": test}}))
+    return folder
+
+
+def test_partial_table_counts_only_finished_runs(tmp_path):
+    rows = [dt.run_row("letter", _run(tmp_path / "a", [0.01, 0.03, 0.02], test=0.025)),
+            dt.run_row("letter", _run(tmp_path / "b", [0.02, 0.04], test=0.035)),
+            dt.run_row("letter", _run(tmp_path / "c", [0.05, 0.01])),
+            dt.run_row("rqvae", tmp_path / "missing")]
+    assert rows[2]["finished"] is False and rows[2]["best_valid_ndcg@10"] == 0.05 and rows[2]["best_step"] == 100
+    assert rows[3]["steps"] == 0 and rows[3]["best_step"] is None
+    text = dt.markdown(rows, {"recall@5": 0.1, "ndcg@5": 0.1, "recall@10": 0.2, "ndcg@10": 0.2})
+    letter = next(line for line in text.splitlines() if line.startswith("| letter | 2 of 3"))
+    assert f"0.0300 +- {statistics.stdev([0.025, 0.035]):.4f}" in letter
+    assert "| rqvae | 0 of 1 | - |" in text
+    assert "| rqvae | missing | not started | 0 | - | - |" in text
+    assert "| letter | c | training | 200 | 0.05 (100) | - |" in text
