@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import RESULTS, write_csv  # noqa: E402
+from benchmarks.harness import RESULTS, labelled_runs, write_csv  # noqa: E402
 
 METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 
@@ -73,12 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sasrec", type=Path, help="a letter-fast train-cf metrics.json (its test metrics)")
     parser.add_argument("--name", required=True, help="write benchmarks/results/<name>.csv")
     args = parser.parse_args(argv)
-    rows = []
-    for spec in args.runs:
-        label, sep, paths = spec.rpartition("=")
-        if not sep:
-            label, paths = Path(spec).name, spec
-        rows += [run_row(label, Path(folder)) for folder in paths.split(",")]
+    rows = [run_row(label, folder) for label, folder in labelled_runs(args.runs)]
     sasrec = json.loads(args.sasrec.read_text())["test"] if args.sasrec else None
     write_csv(RESULTS / f"{args.name}.csv", rows, ["setting", "run", "finished", "steps", "best_valid_ndcg@10",
                                                    "best_step", *METRICS])

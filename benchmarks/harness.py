@@ -203,6 +203,18 @@ def run_cases(name: str, cases: list[Case], warmup: int = 2, repeat: int = 7, mi
     return rows
 
 
+def labelled_runs(specs: list[str]) -> list[tuple[str, Path]]:
+    """``LABEL=DIR[,DIR...]`` specs (a bare ``DIR`` is labelled by its name) as ``(label, folder)`` pairs, in order:
+    the run folders of the side-by-side tables (several folders for one label: the same command, other seeds)."""
+    pairs = []
+    for spec in specs:
+        label, sep, paths = spec.rpartition("=")
+        if not sep:
+            label, paths = Path(spec).name, spec
+        pairs += [(label, Path(folder)) for folder in paths.split(",")]
+    return pairs
+
+
 def write_csv(path: Path, rows: list[dict], fieldnames: Optional[list] = None) -> None:
     """Rows as a csv file (header from ``fieldnames`` or the first row), written atomically."""
     from letter_fast.io import atomic_write

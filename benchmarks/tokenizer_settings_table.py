@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import RESULTS, write_csv  # noqa: E402
+from benchmarks.harness import RESULTS, labelled_runs, write_csv  # noqa: E402
 from letter_fast.tokenizer.curve import read_curve  # noqa: E402
 
 COLUMNS = (
@@ -107,12 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", help="LABEL=OUT_DIR[,OUT_DIR...] of letter-fast tokenize runs")
     parser.add_argument("--name", required=True, help="write benchmarks/results/<name>.csv")
     args = parser.parse_args(argv)
-    rows = []
-    for spec in args.runs:
-        label, sep, path = spec.rpartition("=")
-        if not sep:
-            label, path = Path(spec).name, spec
-        rows += [run_row(label, Path(folder)) for folder in path.split(",")]
+    rows = [run_row(label, folder) for label, folder in labelled_runs(args.runs)]
     write_csv(RESULTS / f"{args.name}.csv", rows, ["setting", "run"] + [key for key, _ in COLUMNS[1:]])
     print(markdown(rows), end="")
     return 0
