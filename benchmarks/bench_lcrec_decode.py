@@ -198,6 +198,12 @@ def timed(fn):
     return out, time.perf_counter() - w0, time.process_time() - c0
 
 
+def invalid_items(items: torch.Tensor, idents: torch.Tensor, index) -> int:
+    """Returned slots that are no catalog item, or whose item does not carry the identifier returned with it."""
+    known = index.identifier_of_items(items.clamp(min=0).reshape(-1)).reshape(items.shape)
+    return int((items < 0).sum()) + int((known != idents).sum())
+
+
 def check_and_time(model, index, codes, offsets, prompts, beams, decoders, repeat_hf: int, repeat: int):
     """Beams of every implementation against HF + TrieLogitsProcessor (identical slots required and reported,
     invalid items counted), and the wall / CPU seconds of every call: the HF rows' checked calls are their first
@@ -225,8 +231,7 @@ def check_and_time(model, index, codes, offsets, prompts, beams, decoders, repea
 
         items, scores, idents = call()                                                   # the warm-up call
         times[impl] = [timed(call)[1:] for _ in range(repeat)]
-        bad = int((items < 0).sum())
-        bad += int((index.identifier_of_items(items.clamp(min=0).reshape(-1)).reshape(items.shape) != idents).sum())
+        bad = invalid_items(items, idents, index)
         invalid[impl] = bad
         same[impl] = float((idents == ref_ident).float().mean())
         lines.append(f"- {impl} vs the reference: {compare(idents, scores, ref_ident, ref_scores)}; "
@@ -353,8 +358,9 @@ def main(argv=None):
 def scale_run(args) -> None:
     """``--scale``: users/s of our decoder against the catalog size V (see the module docstring)."""
     users, beams = args.users[0], args.beams
+    impl = "letter_fast-lcrec-decoder (shared)"
     t0 = time.perf_counter()
-    rows, lines = [], []
+    rows = []
     for text in args.scale:
         V = int(float(text))
         model, index, codes, offsets, prompts, note = setup(args.quick, args.cache, V, users)
@@ -364,14 +370,14 @@ def scale_run(args) -> None:
             return decoder.recommend(prompts, num_beams=beams, batch_size=users, return_identifiers=True)
 
         items, _, idents = call()                                                        # the warm-up call
-        bad = int((items < 0).sum()) + int((index.identifier_of_items(items.clamp(min=0).reshape(-1))
-                                            .reshape(items.shape) != idents).sum())
-        cpu = [timed(call)[2] for _ in range(args.repeat)]
-        row = dict(items=codes.shape[0], levels=index.num_levels, index_mb=index.nbytes() / 2**20,
-                   cpu_s=statistics.median(cpu), cpu=cpu,
-                   invalid=bad)
-        rows.append(row)
-        print(f"V={row['items']:,}: {row['cpu_s']:.2f} CPU s per call of {users} users, invalid {bad}", flush=True)
+        bad = invalid_items(items, idents, index)
+        times = [timed(call)[1:] for _ in range(args.repeat)]
+        wall, cpu = [w for w, _ in times], [c for _, c in times]
+        rows.append(dict(impl=impl, users=users, params=dict(users=users, beams=beams, items=codes.shape[0]),
+                         wall=wall, cpu=cpu, wall_s=statistics.median(wall), cpu_s=statistics.median(cpu),
+                         levels=index.num_levels, index_mb=index.nbytes() / 2**20, invalid=bad))
+        print(f"V={codes.shape[0]:,}: {rows[-1]['cpu_s']:.2f} CPU s per call of {users} users, invalid {bad}",
+              flush=True)
         del model, decoder, call, index, codes   # one catalog's index in memory at a time
     base = rows[0]
     lines = [f"## Our LC-Rec decoder against the catalog size ({note.split(';')[0]}; random distinct identifiers)",
@@ -381,22 +387,15 @@ def scale_run(args) -> None:
              "| V | index MB | CPU s per call | users per CPU-s | time / time at the smallest V | invalid items |",
              "|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['items']:.0e} | {r['index_mb']:.1f} | {r['cpu_s']:.2f} | {users / r['cpu_s']:.3f} | "
-                     f"{r['cpu_s'] / base['cpu_s']:.2f} | {r['invalid']} |")
+        lines.append(f"| {r['params']['items']:.0e} | {r['index_mb']:.1f} | {r['cpu_s']:.2f} | "
+                     f"{users / r['cpu_s']:.3f} | {r['cpu_s'] / base['cpu_s']:.2f} | {r['invalid']} |")
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     command = f"python benchmarks/bench_lcrec_decode.py --scale {' '.join(args.scale)} --users {users}" + \
         (f" --threads {args.threads}" if args.threads != 1 else "")
     lines += ["", f"Command: `{command}` ({time.perf_counter() - t0:.0f} s); load average {load} (1 / 5 / 15 min) "
               f"at the end, {os.cpu_count()} cores."]
-    csv_rows = [{"timestamp": _dt.datetime.now().isoformat(timespec="seconds"), "op": f"{NAME}_scale",
-                 "impl": "letter_fast-lcrec-decoder (shared)",
-                 "params": f"users={users} beams={beams} items={r['items']}",
-                 "device": "cpu", "device_name": platform.processor() or platform.machine(), "threads": args.threads,
-                 "torch": torch.__version__, "letter_fast": _version(), "median_ms": 1e3 * r["cpu_s"],
-                 "p20_ms": 1e3 * _quantile(r["cpu"], 0.2), "p80_ms": 1e3 * _quantile(r["cpu"], 0.8),
-                 "repeats": len(r["cpu"]), "peak_extra_mb": None, "speedup_vs_reference": base["cpu_s"] / r["cpu_s"],
-                 "_reference": r is base, "_group": users, "note": "CPU time"} for r in rows]
-    write_results(f"{NAME}_scale", csv_rows, args.out, "items")
+    # the reference of each csv row is the smallest catalog: speedup = its time / this one
+    write_results(f"{NAME}_scale", [harness_row(r, base, args.threads) for r in rows], args.out, "items")
     append_markdown(f"{NAME}_scale", "\n".join(lines), args.out)
     print("\n".join(lines))
 

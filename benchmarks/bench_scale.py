@@ -60,8 +60,8 @@ TARGETS = {  # stage -> (what, check(row) for V = 1e7)
     "encode": ("<= 120 s at 1e7", lambda r: r["seconds"] <= 120),
     "reassign": ("<= 60 s at 1e7", lambda r: r["seconds"] <= 60),
     "epoch": (">= 25,000 items/s at 1e7", lambda r: r["items_per_s"] >= 25_000),
-    "epoch_bf16": (">= 25,000 items/s at 1e7", lambda r: r["items_per_s"] >= 25_000),
 }
+TARGETS["epoch_bf16"] = TARGETS["epoch"]   # the same epoch, another matmul precision
 RSS_TARGET_MB = 6 * 1024
 MODEL = dict(input_dim=128, hidden_dims=(512, 256, 128, 64), latent_dim=32, num_levels=4, codebook_size=256,
              alpha=0.0, beta=0.0)

@@ -76,7 +76,7 @@ def run_row(label: str, folder: Path) -> dict:
 
 
 def _cell(key: str, values: list) -> str:
-    """One markdown cell over a label's runs: the value, or mean +- std when the runs differ in number."""
+    """One markdown cell over a label's runs: the value of one run, mean +- sample std of several."""
     if key == "setting":
         return values[0] + (f" ({len(values)} seeds)" if len(values) > 1 else "")
     if key == "codes_used_per_level":   # the mean per level

@@ -52,13 +52,11 @@ class TopK {
   // Only meaningful when full(): a candidate must score above this to be kept.
   float worst() const { return sorted_ ? kept_.back().score : kept_.front().score; }
 
-  // cand.flat exceeds every kept flat; cand.score > -inf.
+  // cand.flat exceeds every kept flat, cand.score > -inf, and a full buffer only gets cand.score > worst()
+  // (the caller's one-compare reject), so the newcomer always enters and, when full, the worst leaves.
   void offer(const StepCandidate& cand) {
     if (sorted_) {
-      if (full()) {
-        if (!(cand.score > kept_.back().score)) return;
-        kept_.pop_back();
-      }
+      if (full()) kept_.pop_back();
       // after every kept score >= cand.score (equal scores: the kept one has the lower flat)
       auto it = kept_.end();
       while (it != kept_.begin() && (it - 1)->score < cand.score) --it;
@@ -66,7 +64,7 @@ class TopK {
     } else if (!full()) {
       kept_.push_back(cand);
       std::push_heap(kept_.begin(), kept_.end(), ranks_before);
-    } else if (ranks_before(cand, kept_.front())) {
+    } else {
       std::pop_heap(kept_.begin(), kept_.end(), ranks_before);
       kept_.back() = cand;
       std::push_heap(kept_.begin(), kept_.end(), ranks_before);

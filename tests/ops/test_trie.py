@@ -82,9 +82,12 @@ def test_shapes(backend, Q, B, k, level):
 
 @pytest.mark.parametrize("backend", FAST_CPU_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_dtypes_ties_noncontiguous(backend, dtype):
-    args = step_inputs(500, 3, 7, 2, 3, 6, dtype=dtype, ties=True, noncontig=True, seed=5)
+@pytest.mark.parametrize("level", [0, 2])   # level 0: the root has all N children (the cpu kernel's gather-free path)
+def test_dtypes_ties_noncontiguous(backend, dtype, level):
+    args = step_inputs(500, 3, 7, level, 3, 6, dtype=dtype, ties=True, noncontig=True, seed=5)
     assert not args[1].is_contiguous()
+    if level == 0:
+        assert int(args[3][1] - args[3][0]) == 7   # a full node
     check(backend, args, 6, 8)
 
 
