@@ -10,7 +10,9 @@ same split (a ``letter-fast train-cf`` ``metrics.json``).
   python benchmarks/downstream_table.py letter=runs/downstream/letter-seed0,runs/downstream/letter-seed1 \\
       rqvae=runs/downstream/rqvae-seed0 --sasrec runs/scientific/sasrec/metrics.json --name downstream_scientific
 
-writes ``benchmarks/results/<name>.csv`` (a row per run) and prints the markdown tables.
+writes ``benchmarks/results/<name>.csv`` (a row per run) and ``<name>.png`` (left: every finished run's test
+Recall@10 and NDCG@10 by setting, with the mean; right: every run's validation NDCG@10 against the step), and
+prints the markdown tables.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def run_row(label: str, folder: Path) -> dict:
     evals = [h for h in history if "valid_ndcg@10" in h]
     best = max(evals, key=lambda h: h["valid_ndcg@10"], default=None)
     row = {"setting": label, "run": str(folder), "steps": history[-1]["step"] if history else 0,
+           "_curve": [(h["step"], h["valid_ndcg@10"]) for h in evals],
            "best_valid_ndcg@10": round(best["valid_ndcg@10"], 4) if best else None,
            "best_step": best["step"] if best else None, "finished": (folder / "metrics.json").exists()}
     if row["finished"]:
@@ -67,6 +70,42 @@ def markdown(rows: list[dict], sasrec: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(rows: list[dict], sasrec: dict | None, path: Path) -> None:
+    """Test metrics by setting (a dot per finished run, a bar at their mean) beside the validation curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(r["setting"] for r in rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for j, (key, colour) in enumerate((("recall@10", "tab:blue"), ("ndcg@10", "tab:orange"))):
+        for i, label in enumerate(labels):
+            values = [r[key] for r in rows if r["setting"] == label and r["finished"]]
+            x = i + (j - 0.5) * 0.35
+            if values:
+                left.bar(x, statistics.fmean(values), width=0.33, color=colour, alpha=0.35,
+                         label=key if i == 0 else None)
+                left.scatter([x] * len(values), values, color=colour, s=14, zorder=3)
+        if sasrec:
+            left.axhline(sasrec[key], color=colour, linestyle="--", linewidth=1, label=f"SASRec {key}")
+    left.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+    left.set_ylabel("test metric (dots: runs, bars: mean)")
+    left.legend(fontsize=7)
+    for r in rows:
+        if r["_curve"]:
+            right.plot(*zip(*r["_curve"]), linewidth=1, label=f"{r['setting']}: {Path(r['run']).name}")
+    right.set_xlabel("optimizer step")
+    right.set_ylabel("validation NDCG@10")
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize=6)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="LABEL=OUT_DIR[,OUT_DIR...] of letter-fast train-tiger runs")
@@ -77,6 +116,7 @@ def main(argv=None) -> int:
     sasrec = json.loads(args.sasrec.read_text())["test"] if args.sasrec else None
     write_csv(RESULTS / f"{args.name}.csv", rows, ["setting", "run", "finished", "steps", "best_valid_ndcg@10",
                                                    "best_step", *METRICS])
+    plot(rows, sasrec, RESULTS / f"{args.name}.png")
     print(markdown(rows, sasrec), end="")
     return 0
 

@@ -216,11 +216,11 @@ def labelled_runs(specs: list[str]) -> list[tuple[str, Path]]:
 
 
 def write_csv(path: Path, rows: list[dict], fieldnames: Optional[list] = None) -> None:
-    """Rows as a csv file (header from ``fieldnames`` or the first row), written atomically."""
+    """Rows as a csv file (header from ``fieldnames`` or the first row; other keys left out), written atomically."""
     from letter_fast.io import atomic_write
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fieldnames or list(rows[0]))
+    writer = csv.DictWriter(buf, fieldnames=fieldnames or list(rows[0]), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(path, lambda tmp: tmp.write_text(buf.getvalue()))

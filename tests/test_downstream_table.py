@@ -3,6 +3,8 @@
 import json
 import statistics
 
+import pytest
+
 from benchmarks import downstream_table as dt
 
 
@@ -29,3 +31,16 @@ def test_partial_table_counts_only_finished_runs(tmp_path):
     assert "| rqvae | 0 of 1 | - |" in text
     assert "| rqvae | missing | not started | 0 | - | - |" in text
     assert "| letter | c | training | 200 | 0.05 (100) | - |" in text
+
+
+def test_main_writes_csv_and_plot_of_finished_and_running_runs(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(dt, "RESULTS", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    a = _run(tmp_path / "a", [0.01, 0.03], test=0.025)
+    b = _run(tmp_path / "b", [0.02])
+    assert dt.main([f"letter={a},{b}", f"rqvae={tmp_path / 'missing'}", "--name", "t"]) == 0
+    csv_text = (tmp_path / "results" / "t.csv").read_text()
+    assert "_curve" not in csv_text and csv_text.count("\n") == 4     # header + one row per run
+    assert (tmp_path / "results" / "t.png").stat().st_size > 0
+    assert "| letter | 1 of 2 | 0.0250 |" in capsys.readouterr().out
