@@ -60,6 +60,7 @@ from benchmarks.harness import (  # noqa: E402
     _version,
     append_markdown,
     run_cases,
+    save_figure,
     write_results,
 )
 from letter_fast.genrec import ItemIndex, TrieLogitsProcessor  # noqa: E402
@@ -258,10 +259,7 @@ def bar_chart(rows, path: Path) -> None:
     ax.set_title("LC-Rec recommendation (SmolLM2-135M, 20 beams, 20k items)")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 IMPLS = ("hf-generate+TrieLogitsProcessor", "hf-generate+dict-trie", "letter_fast-lcrec-decoder (shared)",

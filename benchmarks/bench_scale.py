@@ -47,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import RESULTS  # noqa: E402
+from benchmarks.harness import RESULTS, save_figure  # noqa: E402
 
 NAME = "scale"
 STAGES = ("synthetic", "kmeans_init", "epoch", "epoch_bf16", "encode", "reassign", "index_io")
@@ -286,10 +286,7 @@ def _plot(latest: dict, path: Path) -> None:
     ax.legend(fontsize=8)
     fig.suptitle("tokenizer stages at scale")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

@@ -53,7 +53,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import write_csv  # noqa: E402
+from benchmarks.harness import save_figure, write_csv  # noqa: E402
 from benchmarks.scientific_tiger import run_cli, tiger_argv  # noqa: E402
 from letter_fast.io import atomic_write  # noqa: E402
 
@@ -476,8 +476,7 @@ def plot(path: Path, rows: list[dict], label: dict) -> None:
         ax.set_title(f"cold start: {metric}")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

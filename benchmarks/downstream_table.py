@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import RESULTS, labelled_runs, write_csv  # noqa: E402
+from benchmarks.harness import RESULTS, labelled_runs, save_figure, write_csv  # noqa: E402
 
 METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 
@@ -100,10 +100,7 @@ def plot(rows: list[dict], sasrec: dict | None, path: Path) -> None:
     right.grid(True, alpha=0.3)
     right.legend(fontsize=6)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

@@ -216,11 +216,14 @@ def labelled_runs(specs: list[str]) -> list[tuple[str, Path]]:
 
 
 def write_csv(path: Path, rows: list[dict], fieldnames: Optional[list] = None) -> None:
-    """Rows as a csv file (header from ``fieldnames`` or the first row; other keys left out), written atomically."""
+    """Rows as a csv file (header from ``fieldnames`` or the first row), written atomically. Keys starting with
+    ``_`` are a script's own (plot data, grouping) and never written; any other key outside the header is an
+    error, as in :class:`csv.DictWriter`."""
     from letter_fast.io import atomic_write
 
+    rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fieldnames or list(rows[0]), extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=fieldnames or list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(path, lambda tmp: tmp.write_text(buf.getvalue()))
@@ -291,16 +294,25 @@ def plot(name: str, rows: list[dict], x_param: str, path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from letter_fast.io import atomic_write
+
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """A matplotlib figure as a png at ``path``, written atomically (no reader sees half a plot), then closed."""
+    import matplotlib.pyplot as plt
+
+    from letter_fast.io import atomic_write
+
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    finally:
+        plt.close(fig)
 
 
 def append_markdown(name: str, text: str, out_dir: Path = RESULTS) -> None:

@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import RESULTS  # noqa: E402
+from benchmarks.harness import RESULTS, save_figure  # noqa: E402
 
 NAME = "lcrec_scientific"
 METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
@@ -229,8 +229,7 @@ def report(args) -> None:
         ax.set_ylabel("validation NDCG@10")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / f"{NAME}.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, out / f"{NAME}.png")
     except ImportError:
         pass
 

@@ -29,6 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.harness import save_figure  # noqa: E402
+
 NAME = "lcrec_smollm2_curve"
 FIELDS = ["step", "epoch", "loss", "lr", "examples", "tokens", "wall_s", "cpu_s"]
 
@@ -162,8 +164,7 @@ def report(rows: list, args, argv=None) -> None:
         ax.set_ylabel("training loss")
         ax.set_title("SmolLM2-135M + LoRA r 8, Scientific seqrec")
         fig.tight_layout()
-        fig.savefig(out / f"{NAME}.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, out / f"{NAME}.png")
     except ImportError:
         pass
 

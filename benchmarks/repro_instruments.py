@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import RESULTS  # noqa: E402
+from benchmarks.harness import RESULTS, save_figure  # noqa: E402
 from letter_fast.data import load_dataset, split_dataset  # noqa: E402
 from letter_fast.genrec.evaluate import evaluate_tiger, metrics_table  # noqa: E402
 from letter_fast.genrec.tiger import CodeVocabulary, build_tiger, sequences_from_samples, tiger_loss  # noqa: E402
@@ -107,10 +107,7 @@ def plot_curve(history: list, path: Path, title: str, paper: Optional[dict] = No
     ax[1].set_ylabel("training loss since the previous point")
     ax[1].grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import write_csv  # noqa: E402
+from benchmarks.harness import save_figure, write_csv  # noqa: E402
 from letter_fast.cli import main as cli_main  # noqa: E402
 from letter_fast.io import atomic_write  # noqa: E402
 
@@ -174,8 +174,7 @@ def plot(path: Path, summary: dict, sasrec) -> None:
             ax.legend(loc="lower right")
         ax.set_title(f"TIGER on Scientific: {metric}")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import RESULTS, write_csv  # noqa: E402
-from letter_fast.io import atomic_path, atomic_write  # noqa: E402
+from benchmarks.harness import RESULTS, save_figure, write_csv  # noqa: E402
+from letter_fast.io import atomic_write  # noqa: E402
 from letter_fast.tokenizer.curve import LOSS_COLUMNS, read_curve  # noqa: E402
 
 # the released LETTER identifiers of Instruments use this many first-level codes (of 256): a reference level
@@ -148,9 +148,7 @@ def plot(runs: list[tuple[str, Path, list[dict]]], path: Path, title: str) -> No
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv=None) -> int:

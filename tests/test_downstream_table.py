@@ -44,3 +44,13 @@ def test_main_writes_csv_and_plot_of_finished_and_running_runs(tmp_path, monkeyp
     assert "_curve" not in csv_text and csv_text.count("\n") == 4     # header + one row per run
     assert (tmp_path / "results" / "t.png").stat().st_size > 0
     assert "| letter | 1 of 2 | 0.0250 |" in capsys.readouterr().out
+
+
+def test_write_csv_leaves_private_keys_out_and_refuses_unknown_ones(tmp_path):
+    from benchmarks.harness import write_csv
+
+    write_csv(tmp_path / "a.csv", [{"x": 1, "_plot": [1, 2]}], ["x"])
+    assert (tmp_path / "a.csv").read_text().split() == ["x", "1"]
+    with pytest.raises(ValueError, match="fields not in fieldnames"):
+        write_csv(tmp_path / "b.csv", [{"x": 1, "y": 2}], ["x"])
+    assert not (tmp_path / "b.csv").exists()
