@@ -4,9 +4,12 @@ ranks.
 
 The Sinkhorn last level runs over the global batch on every rank, yet it is not continuous: a balanced transport
 splits the items at a code's capacity between two codes, and the assignment (the larger share) of such an item flips
-on a rounding-level change of its distances. So with ``sinkhorn_last_level`` the runs agree to rounding until the
-first flip (one epoch here; a few flips by epoch 6 move the parameters by ~1e-2), and the many-epoch equality is
-tested with the nearest-code last level (CF negatives and diversity draws over the global batch still on).
+on a rounding-level change of its distances. Two ranks and one process compute the encoder's matrix products on
+other row blocks, so their trained parameters agree to rounding only until the first flip, and when that comes
+depends on the CPU (within the first epoch on an AVX-512 AMD EPYC; not before the end of it on earlier machines). So
+the many-epoch equality is tested with the nearest-code last level (CF negatives and diversity draws over the global
+batch still on), and the Sinkhorn run checks the property itself: the ranks agree with each other after an epoch,
+and on the same latents the sharded quantization gives exactly the one-process codes of the whole batch.
 """
 
 import json
@@ -58,6 +61,7 @@ sys.path.insert(0, sys.argv[2])
 from tests.tokenizer.test_distributed import EPOCHS, SETTINGS, build, catalog, config
 from letter_fast.tokenizer.pipeline import tokenize_items
 from letter_fast.tokenizer.stream import encode_all, encode_codes
+from letter_fast.tokenizer.distributed import BatchShard
 from letter_fast.tokenizer.train import train_tokenizer
 from letter_fast.training import Distributed
 
@@ -74,10 +78,16 @@ for run, resume, sinkhorn, epochs in (("fresh", False, False, EPOCHS), ("resumed
     torch.distributed.all_gather(gathered, flat)
     codes, last = encode_all(model, s, chunk_rows=16, dist=dist)   # 7 chunks: 4 on rank 0, 3 on rank 1
     assert (codes is None) == (not dist.main)
+    # the balanced last level over a global batch: this rank's rows of the same latents, the transport over all
+    with torch.no_grad():
+        z = model.encoder(s)
+    shard, _ = BatchShard.split(torch.arange(len(s)), dist.rank, dist.world)
+    sharded = shard.gather(model.quantize(z[shard.start:shard.stop], balanced_last_level=True, shard=shard))
+    whole = model.quantize(z, balanced_last_level=True)
     if dist.main:
         torch.save({"state": model.state_dict(), "codes": encode_codes(model, s),
-                    "split_codes": torch.from_numpy(codes), "split_last": torch.from_numpy(last)},
-                   out / run / "final.pt")
+                    "split_codes": torch.from_numpy(codes), "split_last": torch.from_numpy(last),
+                    "sharded_sinkhorn": sharded, "whole_sinkhorn": whole}, out / run / "final.pt")
     (out / run / f"rank{dist.rank}.json").write_text(json.dumps({
         "same_params": all(torch.equal(g, gathered[0]) for g in gathered), "history": summary["history"]}))
 report = tokenize_items(s, cf, out / "pipeline", "Tiny", {**SETTINGS, "sinkhorn_last_level": False}, config())
@@ -126,6 +136,9 @@ def test_two_ranks_train_the_one_process_model(tmp_path):
         codes, last = encode_all(model, s, chunk_rows=16)
         assert np.array_equal(got["split_codes"].numpy(), codes) and np.array_equal(got["split_last"].numpy(), last)
         print(f"{run}: max relative parameter difference {rel:.2e}")
+        assert torch.equal(got["sharded_sinkhorn"], got["whole_sinkhorn"]), run
+        if run == "sinkhorn":   # no rounding-level equality with one process past the first flip (docstring)
+            continue
         assert rel < 1e-5, (run, rel)
         assert torch.equal(got["codes"], encode_codes(want, s))
         history = json.loads((tmp_path / want_dir / "training.json").read_text())["history"]
