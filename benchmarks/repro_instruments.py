@@ -54,8 +54,9 @@ def profile_config(profile: str, tau: float) -> TigerTrainConfig:
     if profile == "gpu":
         return TigerTrainConfig(tau=tau, batch_size=1024, lr=5e-4, epochs=150, eval_every_epochs=5, patience=6,
                                 eval_batch_size=1024, time_budget_s=480, device="cuda", bf16=True)
+    # threads=0: the count --threads gave this script (the trainer's own default is 1)
     return TigerTrainConfig(tau=tau, batch_size=256, lr=1e-3, epochs=1, valid_users=1000, eval_batch_size=128,
-                            device="cpu", patience=1000)
+                            device="cpu", patience=1000, threads=0)
 
 
 def training_rate(codes, split, config: TigerTrainConfig, steps: int = 6) -> float:

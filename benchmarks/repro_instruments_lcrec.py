@@ -58,7 +58,7 @@ def profile_config(profile: str, model: str, epochs: int, train_minutes: float):
                                 progress=False)
     return LCRecTrainConfig(base_model=model, tasks=("seqrec",), epochs=1, batch_size=16, micro_batch_size=8,
                             eval_batch_size=8, valid_users=16, max_steps=4, eval_every_steps=2,
-                            test_templates="0", device="cpu", progress=False)
+                            test_templates="0", device="cpu", threads=0, progress=False)   # threads: as started
 
 
 def main(argv=None) -> int:

@@ -64,6 +64,16 @@ SHIPPED = {
 # ------------------------------------------------------------------------------------------------ field types
 
 
+def setting(default, help: str):
+    """A dataclass field with its help text: how every setting of the project is declared.
+
+    A list, tuple or dict default is copied for each instance (``default_factory``), so no two configs share one.
+    """
+    if isinstance(default, (list, tuple, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def _field_type(cls, f: dataclasses.Field):
     """``(type, optional)`` of a field: ``Optional[X]`` gives ``(X, True)``."""
     tp = typing.get_type_hints(cls)[f.name]
@@ -332,8 +342,8 @@ def main(argv=None) -> int:
 
 
 __all__ = ["add_config_arguments", "config_from_args", "config_from_mapping", "config_to_dict", "load_config_file",
-           "load_settings", "packaged_config", "render_toml", "save_settings", "subconfig", "CONFIG_DIR", "SHIPPED",
-           "SETTINGS_FILE"]
+           "load_settings", "packaged_config", "render_toml", "save_settings", "setting", "subconfig", "CONFIG_DIR",
+           "SHIPPED", "SETTINGS_FILE"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from letter_fast.config import config_from_mapping, save_settings
+from letter_fast.config import config_from_mapping, save_settings, setting
+from letter_fast.training import THREADS_HELP
 
 # TIGER sizes: "small" trains in minutes on a CPU; "paper" is TIGER's 4+4 layers at d_model 128.
 TIGER_SIZES = {
@@ -31,32 +32,29 @@ TIGER_SIZES = {
 }
 
 
-def _setting(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class PipelineConfig:
     """The pipeline: SASRec CF embeddings, the LETTER tokenizer, TIGER or LC-Rec, evaluation; budgets in epochs and
     steps."""
 
-    recommender: str = _setting("tiger", "the generative recommender: tiger (T5 from scratch) | lcrec (an LLM with "
-                                         "code tokens and LoRA; needs the lcrec extra)")
-    variant: str = _setting("letter", "tokenizer variant: rqvae | cf | diversity | letter")
-    sasrec_epochs: int = _setting(50, "SASRec epochs (early stopping on validation NDCG@10 may end it sooner)")
-    tokenizer_epochs: int = _setting(300, "tokenizer epochs")
-    tiger_max_steps: int = _setting(1000, "TIGER optimizer steps (also the learning-rate schedule's length)")
-    tiger_eval_every_steps: int = _setting(0, "also validate TIGER every N steps inside an epoch to pick the best "
-                                              "model (0 = after each epoch and at the end only)")
-    tau: float = _setting(0.7, "TIGER's ranking-guided loss temperature")
-    tiger_size: str = _setting("auto", "paper: TIGER's 4+4 layers, d_model 128; small: 2+2 layers, d_model 64 "
-                                       "(trains in minutes on a CPU); auto: small for the synthetic catalog, paper "
-                                       "otherwise")
-    lcrec_model: str = _setting("smollm2", "LC-Rec's base LLM: a local Hugging Face causal-LM folder or smollm2")
-    lcrec_max_steps: int = _setting(0, "LC-Rec optimizer steps (also the schedule's length; 0 = the recipe's 4 "
-                                       "epochs)")
-    seed: int = _setting(0, "random seed of every stage (and of the synthetic catalog)")
-    device: str = _setting("auto", "auto | cpu | cuda | cuda:N")
+    recommender: str = setting("tiger", "the generative recommender: tiger (T5 from scratch) | lcrec (an LLM with "
+                                        "code tokens and LoRA; needs the lcrec extra)")
+    variant: str = setting("letter", "tokenizer variant: rqvae | cf | diversity | letter")
+    sasrec_epochs: int = setting(50, "SASRec epochs (early stopping on validation NDCG@10 may end it sooner)")
+    tokenizer_epochs: int = setting(300, "tokenizer epochs")
+    tiger_max_steps: int = setting(1000, "TIGER optimizer steps (also the learning-rate schedule's length)")
+    tiger_eval_every_steps: int = setting(0, "also validate TIGER every N steps inside an epoch to pick the best "
+                                             "model (0 = after each epoch and at the end only)")
+    tau: float = setting(0.7, "TIGER's ranking-guided loss temperature")
+    tiger_size: str = setting("auto", "paper: TIGER's 4+4 layers, d_model 128; small: 2+2 layers, d_model 64 "
+                                      "(trains in minutes on a CPU); auto: small for the synthetic catalog, paper "
+                                      "otherwise")
+    lcrec_model: str = setting("smollm2", "LC-Rec's base LLM: a local Hugging Face causal-LM folder or smollm2")
+    lcrec_max_steps: int = setting(0, "LC-Rec optimizer steps (also the schedule's length; 0 = the recipe's 4 "
+                                      "epochs)")
+    seed: int = setting(0, "random seed of every stage (and of the synthetic catalog)")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N")
+    threads: int = setting(1, THREADS_HELP)
 
     def check(self) -> PipelineConfig:
         from letter_fast.tokenizer.config import VARIANTS
@@ -153,14 +151,15 @@ def run_pipeline(
 
     # 2. CF embeddings
     tcfg = dataclasses.replace(tokenizer_config or TokenizeConfig(), variant=cfg.variant, epochs=cfg.tokenizer_epochs,
-                               seed=cfg.seed, device=device, progress=progress).check()
+                               seed=cfg.seed, device=device, threads=cfg.threads,
+                               progress=progress).check()
     sasrec_test = None
     if cf is not None:
         cf_emb = load_item_embeddings(cf, dataset.num_items, dim=tcfg.latent_dim, what="CF embeddings")
     else:
         log(f"== SASRec CF embeddings ({cfg.sasrec_epochs} epochs at most)")
         scfg = dataclasses.replace(sasrec_config or SASRecConfig(), dim=tcfg.latent_dim, epochs=cfg.sasrec_epochs,
-                                   seed=cfg.seed, device=device).check()
+                                   seed=cfg.seed, device=device, threads=cfg.threads).check()
         save_settings(scfg, out / "sasrec")
         result = train_sasrec(dataset.histories, dataset.num_items, scfg, checkpoint=out / "sasrec" / "sasrec.ckpt.pt",
                               resume=resume, progress=progress)
@@ -186,7 +185,7 @@ def run_pipeline(
         base = tiger_config or TigerTrainConfig(**TIGER_SIZES[size])
         tiger_cfg = dataclasses.replace(base, tau=cfg.tau, max_steps=cfg.tiger_max_steps, epochs=10_000,
                                         eval_every_steps=cfg.tiger_eval_every_steps, seed=cfg.seed, device=cfg.device,
-                                        progress=progress)
+                                        threads=cfg.threads, progress=progress)
         if not resume and (out / "tiger" / "checkpoint.pt").exists():
             (out / "tiger" / "checkpoint.pt").unlink()
         save_settings(tiger_cfg, out / "tiger")
@@ -219,7 +218,7 @@ def _lcrec_stage(cfg: PipelineConfig, dataset, codes, out: Path, lcrec_config, r
     base = lcrec_config or LCRecTrainConfig()
     budget = dict(max_steps=cfg.lcrec_max_steps, epochs=10_000) if cfg.lcrec_max_steps else {}
     lcrec_cfg = dataclasses.replace(base, base_model=cfg.lcrec_model, seed=cfg.seed, device=cfg.device,
-                                    progress=progress, **budget)
+                                    threads=cfg.threads, progress=progress, **budget)
     log(f"== LC-Rec ({lcrec_cfg.base_model}, "
         f"{f'{cfg.lcrec_max_steps} steps' if cfg.lcrec_max_steps else f'{lcrec_cfg.epochs} epochs'})")
     if not resume and (out / "lcrec" / "checkpoint.pt").exists():

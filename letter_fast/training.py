@@ -31,10 +31,11 @@ A trainer owns its model, its batches and its loss; everything that makes a run 
   ``letter_fast.genrec.train``). The tokenizer and SASRec keep loops of their own (per-epoch records, a
   checkpoint cadence apart from validation, selection by epoch), built from the same pieces.
 
-Exactness holds on CPU with a fixed thread count. On CUDA, cuBLAS split-K reductions, atomics in
-``index_add_``/``scatter_add_`` backward and bf16 autocast make runs differ in the last bits unless
-``torch.use_deterministic_algorithms(True)`` and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` are set (slower); a resumed
-GPU run then continues the same trajectory up to that noise.
+Exactness holds on CPU at one thread count: every trainer declares ``threads`` (:data:`THREADS_HELP`, default
+1) and runs under :func:`cpu_threads`, so the count is the command's, not the machine's. On CUDA, cuBLAS split-K
+reductions, atomics in ``index_add_``/``scatter_add_`` backward and bf16 autocast make runs differ in the last
+bits unless ``torch.use_deterministic_algorithms(True)`` and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` are set
+(slower); a resumed GPU run then continues the same trajectory up to that noise.
 
 The test-only kill point (``LETTER_FAST_TEST_KILL_AT=step:N`` or ``write:N``, :func:`letter_fast.io.kill_point`)
 lets the tests kill a run with a real SIGKILL at a chosen step or inside a chosen file write.
@@ -86,6 +87,34 @@ def seed_everything(seed: int, rank: int = 0) -> None:
     random.seed(value)
     np.random.seed(value % 2 ** 32)
     torch.manual_seed(value)          # also seeds every CUDA device
+
+
+THREADS_HELP = ("torch CPU threads while training and evaluating (0 = torch's default: every core). CPU sums "
+                "split their work by thread count, so results agree to the last bit only at one count: a fixed count "
+                "makes the same command give the same files on any machine of one CPU kind; more threads are faster "
+                "on a large idle CPU. No effect on CUDA")
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int) -> Iterator[int]:
+    """Run the block with torch's intra-op CPU thread count set to ``threads`` (0: as it is); restore it after.
+
+    Why a setting and not the machine's default: reductions on the CPU (matrix products, sums over a batch) cut
+    their work into one part per thread and add the parts in that order, so the same seeded run gives other last
+    bits, and after a few hundred epochs other identifiers, at another thread count. Each trainer declares
+    ``threads`` (help text :data:`THREADS_HELP`) and runs under this block; restoring the count afterwards keeps a
+    library call from changing the rest of its caller's process. Yields the count in effect.
+    """
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0 = torch's default), got {threads}")
+    before = torch.get_num_threads()
+    if threads and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -784,7 +813,7 @@ def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
     return tqdm(iterable, disable=not enabled, dynamic_ncols=True, **kwargs)
 
 
-__all__ = ["RANK_STRIDE", "derive_seed", "seed_everything", "seeded", "rng_state", "set_rng_state",
-           "CheckpointError", "save_checkpoint", "load_checkpoint", "check_same_settings", "LoopState", "BestTracker",
-           "Timing", "prepare_out_dir", "state_dict_cpu", "resolve_device", "Distributed", "progress_bar",
-           "FitSettings", "TrainTask", "FitResult", "fit"]
+__all__ = ["RANK_STRIDE", "derive_seed", "seed_everything", "THREADS_HELP", "cpu_threads", "seeded", "rng_state",
+           "set_rng_state", "CheckpointError", "save_checkpoint", "load_checkpoint", "check_same_settings",
+           "LoopState", "BestTracker", "Timing", "prepare_out_dir", "state_dict_cpu", "resolve_device", "Distributed",
+           "progress_bar", "FitSettings", "TrainTask", "FitResult", "fit"]

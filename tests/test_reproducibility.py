@@ -2,7 +2,11 @@
 (between checkpoint writes, or in the middle of one) and started again with the same command ends with exactly
 the files of an uninterrupted run. ``timing.json`` (seconds, samples/s) is the one file left out of the
 comparison. The kill comes from the test-only ``LETTER_FAST_TEST_KILL_AT`` hook (letter_fast.io.kill_point),
-so where it lands is deterministic."""
+so where it lands is deterministic.
+
+The callers' thread counts differ on purpose (the reference at 2 torch threads, the repeats at 1, the killed
+subprocesses at torch's default): every trainer runs at its own ``threads`` setting (default 1) and restores the
+caller's count, so the bytes must not depend on the caller's."""
 
 import os
 import signal
@@ -38,7 +42,8 @@ def assert_same_files(a: Path, b: Path) -> None:
 def killed_run(argv: list[str], kill_at: str) -> None:
     """Run ``letter-fast argv`` in a subprocess that SIGKILLs itself at ``kill_at``; it must die that way."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1", **{KILL_ENV: kill_at})
+               **{KILL_ENV: kill_at})
+    env.pop("OMP_NUM_THREADS", None)   # torch's default count: the command's own setting decides
     proc = subprocess.run([sys.executable, "-m", "letter_fast.cli", *argv], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, (f"expected death by SIGKILL at {kill_at}, got rc "
@@ -51,12 +56,13 @@ def run(argv: list[str]) -> None:
 
 def reference_run(argv_for: Callable[[Path], list[str]], tmp_path_factory, name: str) -> Path:
     """The uninterrupted run a module-scoped fixture keeps for its tests to compare against: ``argv_for(out)``, in
-    process, with one thread (the function-scoped ``one_thread`` fixture is not active yet when it runs)."""
+    process, the caller at 2 threads (the tests' own runs: 1)."""
     out = tmp_path_factory.mktemp(name) / "reference"
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     try:
         run(argv_for(out))
+        assert torch.get_num_threads() == 2, "the command did not restore its caller's thread count"
     finally:
         torch.set_num_threads(before)
     return out
@@ -78,8 +84,7 @@ def assert_restart_ends_like_reference(argv_for: Callable[[Path], list[str]], re
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    # the subprocesses run with one thread: the in-process runs must too (a different thread count may change
-    # float reduction order, which is not what these tests are about)
+    # the caller's count differs from the reference's (2): the runs' own `threads` setting must decide
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -268,8 +273,9 @@ run_pipeline(catalog, sys.argv[1], progress=False, log=None, sasrec_epochs=2, to
 """
 
 
-def pipeline_run(out: Path, kill_at: str = "") -> int:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+def pipeline_run(out: Path, kill_at: str = "", omp_threads: str = "1") -> int:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS=omp_threads)
     env.pop(KILL_ENV, None)
     if kill_at:
         env[KILL_ENV] = kill_at
@@ -284,7 +290,7 @@ def pipeline_run(out: Path, kill_at: str = "") -> int:
 def pipeline_reference(tmp_path_factory):
     pytest.importorskip("transformers")
     out = tmp_path_factory.mktemp("pipe") / "reference"
-    pipeline_run(out)
+    pipeline_run(out, omp_threads="2")   # the repeats run at 1: the pipeline's `threads` setting must decide
     return out
 
 

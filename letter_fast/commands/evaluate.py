@@ -21,26 +21,28 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from letter_fast.commands.common import add_common_arguments, common_value, require_dataset
-from letter_fast.config import config_from_args, save_settings
+from letter_fast.config import config_from_args, save_settings, setting
+from letter_fast.training import THREADS_HELP
 
 
 @dataclass
 class EvaluateConfig:
     """Full-ranking evaluation of a TIGER checkpoint or an LC-Rec model by trie-constrained beam search."""
 
-    recommender: str = field(default="auto", metadata={"help": "auto (from the checkpoint: a file is TIGER, a folder "
-                                                               "LC-Rec) | tiger | lcrec"})
-    split: str = field(default="test", metadata={"help": "which held-out item: test | valid"})
-    num_beams: int = field(default=20, metadata={"help": "beams of the beam search (>= 10 to score @10)"})
-    batch_size: int = field(default=256, metadata={"help": "users per beam-search batch"})
-    templates: str = field(default="0", metadata={"help": "LC-Rec only: the seqrec prompt templates to evaluate "
-                                                          "(0, a comma list such as 0,2, or all); metrics per "
-                                                          "template and their mean"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    recommender: str = setting("auto", "auto (from the checkpoint: a file is TIGER, a folder "
+                                       "LC-Rec) | tiger | lcrec")
+    split: str = setting("test", "which held-out item: test | valid")
+    num_beams: int = setting(20, "beams of the beam search (>= 10 to score @10)")
+    batch_size: int = setting(256, "users per beam-search batch")
+    templates: str = setting("0", "LC-Rec only: the seqrec prompt templates to evaluate "
+                                  "(0, a comma list such as 0,2, or all); metrics per "
+                                  "template and their mean")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N")
+    threads: int = setting(1, THREADS_HELP)
 
     def check(self) -> EvaluateConfig:
         if self.recommender not in ("auto", "tiger", "lcrec"):
@@ -115,6 +117,16 @@ def _reuse(args, json_path: Path, key: dict) -> bool:
 
 
 def run(args) -> int:
+    from letter_fast.training import cpu_threads
+
+    cfg = config_from_args(EvaluateConfig, args).check()
+    require_dataset(args)
+    kind, _ = checkpoint_kind(args.checkpoint, cfg.recommender)
+    with cpu_threads(cfg.threads):
+        return run_lcrec(args, cfg) if kind == "lcrec" else run_tiger(args, cfg)
+
+
+def run_tiger(args, cfg: EvaluateConfig) -> int:
     import torch
 
     from letter_fast.commands.common import load_data_and_codes
@@ -122,11 +134,6 @@ def run(args) -> int:
     from letter_fast.genrec.evaluate import evaluate_tiger, write_results
     from letter_fast.genrec.train import load_tiger, resolve_device
 
-    cfg = config_from_args(EvaluateConfig, args).check()
-    require_dataset(args)
-    kind, _ = checkpoint_kind(args.checkpoint, cfg.recommender)
-    if kind == "lcrec":
-        return run_lcrec(args, cfg)
     torch.manual_seed(common_value(args, cfg, "seed", 0))  # beam search draws no random numbers
     device = resolve_device(cfg.device)
     model, vocab, config = load_tiger(args.checkpoint, device)
@@ -136,10 +143,10 @@ def run(args) -> int:
                          f"checkpoint's vocabulary ({vocab.num_levels} levels x {vocab.num_codes} codes)")
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent
     json_path = out_dir / f"{cfg.split}_metrics.json"
-    # what the result depends on: a stored result is reused only when all of it matches (device aside)
+    # what the result depends on: a stored result is reused only when all of it matches (device, threads aside)
     key = {"checkpoint_sha256": _sha256(args.checkpoint), "codes_sha256": hashlib.sha256(
         codes.contiguous().numpy().tobytes()).hexdigest(),
-        **{k: v for k, v in asdict(cfg).items() if k not in ("device", "recommender", "templates")}}
+        **{k: v for k, v in asdict(cfg).items() if k not in ("device", "threads", "recommender", "templates")}}
     if _reuse(args, json_path, key):
         return 0
     split = split_dataset(dataset, max_history=config.max_history)
@@ -165,7 +172,7 @@ def run_lcrec(args, cfg: EvaluateConfig) -> int:
     json_path = out_dir / f"{cfg.split}_metrics.json"
     key = {"checkpoint_sha256": _sha256(folder), "codes_sha256": hashlib.sha256(
         codes.contiguous().numpy().tobytes()).hexdigest(),
-        **{k: v for k, v in asdict(cfg).items() if k not in ("device", "recommender")}}
+        **{k: v for k, v in asdict(cfg).items() if k not in ("device", "threads", "recommender")}}
     if _reuse(args, json_path, key):
         return 0
     # the identifiers must fit the model's code tokens: checked before the model is loaded

@@ -22,12 +22,13 @@ string or list work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from letter_fast.config import setting
 from letter_fast.ops import checks
 
 PAD_ID = 0
@@ -91,16 +92,16 @@ def check_item_codes(codes: torch.Tensor, num_codes: Optional[int] = None) -> No
 class TigerModelConfig:
     """Model: the size of the T5 (defaults: the TIGER/LETTER setting)."""
 
-    num_layers: int = field(default=4, metadata={"help": "encoder layers"})
-    num_decoder_layers: int = field(default=4, metadata={"help": "decoder layers"})
-    d_model: int = field(default=128, metadata={"help": "model width"})
-    d_ff: int = field(default=1024, metadata={"help": "feed-forward width (ReLU)"})
-    num_heads: int = field(default=6, metadata={"help": "attention heads"})
-    d_kv: int = field(default=64, metadata={"help": "width of one attention head"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout rate"})
-    relative_attention_num_buckets: int = field(default=32, metadata={"help": "T5 relative-position buckets"})
-    relative_attention_max_distance: int = field(default=128, metadata={
-        "help": "T5 relative positions beyond this distance share one bucket"})
+    num_layers: int = setting(4, "encoder layers")
+    num_decoder_layers: int = setting(4, "decoder layers")
+    d_model: int = setting(128, "model width")
+    d_ff: int = setting(1024, "feed-forward width (ReLU)")
+    num_heads: int = setting(6, "attention heads")
+    d_kv: int = setting(64, "width of one attention head")
+    dropout: float = setting(0.1, "dropout rate")
+    relative_attention_num_buckets: int = setting(32, "T5 relative-position buckets")
+    relative_attention_max_distance: int = setting(128, "T5 relative positions beyond this distance share one "
+                                                             "bucket")
 
 
 def build_tiger(vocab: CodeVocabulary, config: Optional[TigerModelConfig] = None, seed: Optional[int] = None):

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from letter_fast.config import config_from_mapping, subconfig
+from letter_fast.config import config_from_mapping, setting, subconfig
 from letter_fast.genrec.tiger import (
     CodeVocabulary,
     TigerModelConfig,
@@ -43,11 +43,13 @@ from letter_fast.genrec.tiger import (
     tiger_loss,
 )
 from letter_fast.training import (  # noqa: F401  (resolve_device, Distributed: re-exported for callers)
+    THREADS_HELP,
     CheckpointError,
     Distributed,
     FitSettings,
     TrainTask,
     check_same_settings,
+    cpu_threads,
     fit,
     load_checkpoint,
     resolve_device,
@@ -56,11 +58,7 @@ from letter_fast.training import (  # noqa: F401  (resolve_device, Distributed: 
 
 CHECKPOINT_KIND, MODEL_KIND, VERSION = "tiger.checkpoint", "tiger.model", 1
 # settings that only change how the run is watched may differ on resume; anything else would be no continuation
-_FREE_SETTINGS = ("progress", "device", "eval_batch_size", "time_budget_s", "patience")
-
-
-def _setting(default, help: str):
-    return field(default=default, metadata={"help": help})
+_FREE_SETTINGS = ("progress", "device", "threads", "eval_batch_size", "time_budget_s", "patience")
 
 
 @dataclass
@@ -68,33 +66,34 @@ class TigerTrainConfig(TigerModelConfig):
     """TIGER (T5 over semantic IDs) with the ranking-guided loss: the model (TigerModelConfig) and its training."""
 
     # loss
-    tau: float = _setting(0.7, "ranking-guided loss temperature: cross-entropy over logits / tau (1.0 = plain "
-                               "cross-entropy; the LETTER paper's best on Instruments is ~0.7)")
+    tau: float = setting(0.7, "ranking-guided loss temperature: cross-entropy over logits / tau (1.0 = plain "
+                              "cross-entropy; the LETTER paper's best on Instruments is ~0.7)")
     # optimization
-    lr: float = _setting(5e-4, "AdamW learning rate")
-    weight_decay: float = _setting(0.01, "AdamW weight decay (not on layer-norm gains)")
-    warmup_ratio: float = _setting(0.01, "share of the planned steps spent in linear warmup")
-    epochs: int = _setting(200, "maximum epochs (early stopping usually ends sooner)")
-    batch_size: int = _setting(256, "training samples per optimizer step (per process under torchrun)")
-    grad_clip: float = _setting(1.0, "maximum gradient norm (0 = no clipping)")
-    bucket_window: int = _setting(50, "batches per length-sorting window of the bucketed sampler")
-    max_steps: int = _setting(0, "stop after this many optimizer steps; also the schedule length (0 = no limit)")
-    time_budget_s: float = _setting(0.0, "stop training after this many seconds of training (0 = no limit); a time "
-                                         "budget breaks exact repetition: prefer max_steps / epochs")
+    lr: float = setting(5e-4, "AdamW learning rate")
+    weight_decay: float = setting(0.01, "AdamW weight decay (not on layer-norm gains)")
+    warmup_ratio: float = setting(0.01, "share of the planned steps spent in linear warmup")
+    epochs: int = setting(200, "maximum epochs (early stopping usually ends sooner)")
+    batch_size: int = setting(256, "training samples per optimizer step (per process under torchrun)")
+    grad_clip: float = setting(1.0, "maximum gradient norm (0 = no clipping)")
+    bucket_window: int = setting(50, "batches per length-sorting window of the bucketed sampler")
+    max_steps: int = setting(0, "stop after this many optimizer steps; also the schedule length (0 = no limit)")
+    time_budget_s: float = setting(0.0, "stop training after this many seconds of training (0 = no limit); a time "
+                                        "budget breaks exact repetition: prefer max_steps / epochs")
     # data
-    max_history: int = _setting(20, "history items kept per sample (the most recent)")
+    max_history: int = setting(20, "history items kept per sample (the most recent)")
     # validation / early stopping
-    patience: int = _setting(20, "validations without a better NDCG@10 before stopping")
-    eval_every_epochs: int = _setting(1, "validate after every N-th epoch (and after the last)")
-    eval_every_steps: int = _setting(0, "also validate every N steps inside an epoch (0 = only at epoch ends)")
-    valid_users: int = _setting(0, "validate on this many random users (0 = all)")
-    num_beams: int = _setting(20, "beams of the trie-constrained beam search")
-    eval_batch_size: int = _setting(256, "users per beam-search batch")
+    patience: int = setting(20, "validations without a better NDCG@10 before stopping")
+    eval_every_epochs: int = setting(1, "validate after every N-th epoch (and after the last)")
+    eval_every_steps: int = setting(0, "also validate every N steps inside an epoch (0 = only at epoch ends)")
+    valid_users: int = setting(0, "validate on this many random users (0 = all)")
+    num_beams: int = setting(20, "beams of the trie-constrained beam search")
+    eval_batch_size: int = setting(256, "users per beam-search batch")
     # run
-    seed: int = _setting(0, "random seed (model init, batch order, dropout)")
-    device: str = _setting("auto", "auto | cpu | cuda | cuda:N")
-    bf16: bool = _setting(True, "bfloat16 autocast on CUDA (ignored on CPU)")
-    progress: bool = _setting(True, "show progress bars")
+    seed: int = setting(0, "random seed (model init, batch order, dropout)")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N")
+    threads: int = setting(1, THREADS_HELP)
+    bf16: bool = setting(True, "bfloat16 autocast on CUDA (ignored on CPU)")
+    progress: bool = setting(True, "show progress bars")
 
     def model_config(self) -> TigerModelConfig:
         return subconfig(self, TigerModelConfig)
@@ -183,37 +182,38 @@ def train_tiger(split, codes: torch.Tensor, config: Optional[TigerTrainConfig] =
 
     config = config or TigerTrainConfig()
     config.validate()
-    check_item_codes(codes)
-    dist = Distributed(config.device)
-    device = dist.device
-    vocab = CodeVocabulary.for_codes(codes)
-    index = index if index is not None else build_index(codes, vocab.num_codes, device=device)
+    with cpu_threads(config.threads):
+        check_item_codes(codes)
+        dist = Distributed(config.device)
+        device = dist.device
+        vocab = CodeVocabulary.for_codes(codes)
+        index = index if index is not None else build_index(codes, vocab.num_codes, device=device)
 
-    train_seq = sequences_from_samples(codes, split.train, vocab, config.max_history)
-    valid_seq = sequences_from_samples(codes, split.valid, vocab, config.max_history)
-    if len(train_seq) == 0:
-        raise ValueError("no training samples: every user needs at least 4 interactions to give one")
-    if config.valid_users and config.valid_users < len(valid_seq):
-        pick = torch.randperm(len(valid_seq), generator=torch.Generator().manual_seed(config.seed + 1))
-        valid_seq = valid_seq.subset(pick[: config.valid_users].sort().values)
-    # this rank's share of the validation users
-    valid_seq = valid_seq.subset(torch.arange(dist.rank, len(valid_seq), dist.world))
-    train_seq = train_seq.to(device)
+        train_seq = sequences_from_samples(codes, split.train, vocab, config.max_history)
+        valid_seq = sequences_from_samples(codes, split.valid, vocab, config.max_history)
+        if len(train_seq) == 0:
+            raise ValueError("no training samples: every user needs at least 4 interactions to give one")
+        if config.valid_users and config.valid_users < len(valid_seq):
+            pick = torch.randperm(len(valid_seq), generator=torch.Generator().manual_seed(config.seed + 1))
+            valid_seq = valid_seq.subset(pick[: config.valid_users].sort().values)
+        # this rank's share of the validation users
+        valid_seq = valid_seq.subset(torch.arange(dist.rank, len(valid_seq), dist.world))
+        train_seq = train_seq.to(device)
 
-    # dropout stream: seed * 1000 (+ the rank offset) as before the shared skeleton, so earlier results hold;
-    # restored from the checkpoint on resume. The initial weights come from build_tiger's own seeded fork.
-    seed_everything(config.seed * 1_000, rank=dist.rank)
-    model = build_tiger(vocab, config.model_config(), seed=config.seed).to(device)
-    task = _TigerTask(config, model, vocab, index, train_seq, valid_seq, dist)
-    settings = FitSettings(epochs=config.epochs, select="ndcg@10", mode="max", patience=config.patience,
-                           max_steps=config.max_steps, time_budget_s=config.time_budget_s,
-                           eval_every_epochs=config.eval_every_epochs, eval_every_steps=config.eval_every_steps,
-                           grad_clip=config.grad_clip, progress=config.progress, count_name="valid_users",
-                           log_metrics=("recall@10", "ndcg@10"))
-    result = fit(task, settings, out_dir, dist=dist, resume=resume, log=log)
-    return TigerRun(model=model, vocab=vocab, history=result.history, best_metrics=result.best_metrics,
-                    best_step=result.best_step, stopped=result.stopped,
-                    train_samples_per_s=result.train_samples_per_s)
+        # dropout stream: seed * 1000 (+ the rank offset) as before the shared skeleton, so earlier results hold;
+        # restored from the checkpoint on resume. The initial weights come from build_tiger's own seeded fork.
+        seed_everything(config.seed * 1_000, rank=dist.rank)
+        model = build_tiger(vocab, config.model_config(), seed=config.seed).to(device)
+        task = _TigerTask(config, model, vocab, index, train_seq, valid_seq, dist)
+        settings = FitSettings(epochs=config.epochs, select="ndcg@10", mode="max", patience=config.patience,
+                               max_steps=config.max_steps, time_budget_s=config.time_budget_s,
+                               eval_every_epochs=config.eval_every_epochs, eval_every_steps=config.eval_every_steps,
+                               grad_clip=config.grad_clip, progress=config.progress, count_name="valid_users",
+                               log_metrics=("recall@10", "ndcg@10"))
+        result = fit(task, settings, out_dir, dist=dist, resume=resume, log=log)
+        return TigerRun(model=model, vocab=vocab, history=result.history, best_metrics=result.best_metrics,
+                        best_step=result.best_step, stopped=result.stopped,
+                        train_samples_per_s=result.train_samples_per_s)
 
 
 class _TigerTask(TrainTask):
@@ -273,15 +273,16 @@ def train_and_evaluate_tiger(dataset, codes: torch.Tensor, config: Optional[Tige
     from letter_fast.genrec.evaluate import evaluate_tiger
 
     config = config or TigerTrainConfig()
-    split = split_dataset(dataset, max_history=config.max_history)
-    run = train_tiger(split, codes, config, out_dir=out_dir, log=log)
-    device = next(run.model.parameters()).device
-    result = evaluate_tiger(run.model, run.vocab, split.test, codes, num_beams=config.num_beams,
-                            batch_size=config.eval_batch_size, device=device,
-                            autocast_dtype=torch.bfloat16 if config.bf16 and device.type == "cuda" else None,
-                            max_history=config.max_history, progress=config.progress)
-    metrics = dict(result["metrics"])
-    metrics.update({"best_valid_ndcg@10": run.best_metrics.get("ndcg@10", float("nan")),
-                    "stopped": run.stopped,
-                    "test_users": result["users"]})
-    return metrics
+    with cpu_threads(config.threads):
+        split = split_dataset(dataset, max_history=config.max_history)
+        run = train_tiger(split, codes, config, out_dir=out_dir, log=log)
+        device = next(run.model.parameters()).device
+        result = evaluate_tiger(run.model, run.vocab, split.test, codes, num_beams=config.num_beams,
+                                batch_size=config.eval_batch_size, device=device,
+                                autocast_dtype=torch.bfloat16 if config.bf16 and device.type == "cuda" else None,
+                                max_history=config.max_history, progress=config.progress)
+        metrics = dict(result["metrics"])
+        metrics.update({"best_valid_ndcg@10": run.best_metrics.get("ndcg@10", float("nan")),
+                        "stopped": run.stopped,
+                        "test_users": result["users"]})
+        return metrics

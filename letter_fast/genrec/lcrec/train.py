@@ -46,20 +46,22 @@ import dataclasses
 import hashlib
 import math
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from letter_fast.config import subconfig
+from letter_fast.config import setting, subconfig
 from letter_fast.genrec.lcrec.model import LCRecModelConfig
 from letter_fast.training import (
+    THREADS_HELP,
     CheckpointError,
     Distributed,
     FitSettings,
     TrainTask,
     check_same_settings,
+    cpu_threads,
     derive_seed,
     fit,
     seed_everything,
@@ -69,14 +71,8 @@ from letter_fast.training import (
 CHECKPOINT_KIND, MODEL_KIND, VERSION = "lcrec.checkpoint", "lcrec.model", 1
 BEST_FOLDER, TRAIN_SETTINGS = "best", "train_settings.toml"
 # settings that only change how the run is watched may differ on resume
-_FREE_SETTINGS = ("progress", "device", "eval_batch_size", "time_budget_s", "patience", "test_templates",
+_FREE_SETTINGS = ("progress", "device", "threads", "eval_batch_size", "time_budget_s", "patience", "test_templates",
                   "test_users")
-
-
-def _setting(default, help: str):
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -84,47 +80,48 @@ class LCRecTrainConfig(LCRecModelConfig):
     """LC-Rec (a causal LLM with code tokens, LoRA) with the ranking-guided loss: the model and its training."""
 
     # data
-    tasks: tuple = _setting(("seqrec",), "training tasks: seqrec, item2index, index2item, fusion_title, fusion_index "
-                                         "or the group fusionseqrec; all but seqrec need item text")
-    max_history: int = _setting(20, "history items kept per prompt (the most recent)")
-    max_length: int = _setting(1024, "cut prompt + response + EOS to this many tokens on the right (LC-Rec's "
-                                     "truncation; 0 = no cut)")
-    loss_scope: str = _setting("response", "labelled positions: response (response + EOS), sequence (prompt too), "
-                                           "letter (every position, padding included: the LETTER code's default)")
+    tasks: tuple = setting(("seqrec",), "training tasks: seqrec, item2index, index2item, fusion_title, fusion_index "
+                                        "or the group fusionseqrec; all but seqrec need item text")
+    max_history: int = setting(20, "history items kept per prompt (the most recent)")
+    max_length: int = setting(1024, "cut prompt + response + EOS to this many tokens on the right (LC-Rec's "
+                                    "truncation; 0 = no cut)")
+    loss_scope: str = setting("response", "labelled positions: response (response + EOS), sequence (prompt too), "
+                                          "letter (every position, padding included: the LETTER code's default)")
     # loss
-    tau: float = _setting(1.0, "ranking-guided loss temperature: cross-entropy over logits / tau (1.0 = plain "
-                               "cross-entropy)")
+    tau: float = setting(1.0, "ranking-guided loss temperature: cross-entropy over logits / tau (1.0 = plain "
+                              "cross-entropy)")
     # optimization
-    lr: float = _setting(1e-4, "AdamW learning rate")
-    weight_decay: float = _setting(0.01, "AdamW weight decay (not on biases and norm gains)")
-    warmup_ratio: float = _setting(0.01, "share of the planned steps spent in linear warm-up")
-    epochs: int = _setting(4, "epochs")
-    batch_size: int = _setting(128, "examples per optimizer step over all processes (the effective batch)")
-    micro_batch_size: int = _setting(8, "examples per forward pass; batch_size / (micro_batch_size x processes) "
-                                        "micro-batches are accumulated per step")
-    grad_clip: float = _setting(1.0, "maximum gradient norm (0 = no clipping)")
-    bucket_window: int = _setting(50, "micro-batches per length-sorting window of the bucketed sampler")
-    gradient_checkpointing: bool = _setting(False, "recompute the decoder layers' activations in backward (less "
-                                                   "memory, about a third more compute)")
-    max_steps: int = _setting(0, "stop after this many optimizer steps; also the schedule length (0 = no limit)")
-    time_budget_s: float = _setting(0.0, "stop training after this many seconds (0 = no limit); breaks exact "
-                                         "repetition: prefer max_steps / epochs")
+    lr: float = setting(1e-4, "AdamW learning rate")
+    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norm gains)")
+    warmup_ratio: float = setting(0.01, "share of the planned steps spent in linear warm-up")
+    epochs: int = setting(4, "epochs")
+    batch_size: int = setting(128, "examples per optimizer step over all processes (the effective batch)")
+    micro_batch_size: int = setting(8, "examples per forward pass; batch_size / (micro_batch_size x processes) "
+                                       "micro-batches are accumulated per step")
+    grad_clip: float = setting(1.0, "maximum gradient norm (0 = no clipping)")
+    bucket_window: int = setting(50, "micro-batches per length-sorting window of the bucketed sampler")
+    gradient_checkpointing: bool = setting(False, "recompute the decoder layers' activations in backward (less "
+                                                  "memory, about a third more compute)")
+    max_steps: int = setting(0, "stop after this many optimizer steps; also the schedule length (0 = no limit)")
+    time_budget_s: float = setting(0.0, "stop training after this many seconds (0 = no limit); breaks exact "
+                                        "repetition: prefer max_steps / epochs")
     # validation / selection
-    patience: int = _setting(0, "validations without a better NDCG@10 before stopping (0 = never stop early)")
-    eval_every_epochs: int = _setting(1, "validate after every N-th epoch (and after the last)")
-    eval_every_steps: int = _setting(0, "also validate every N steps inside an epoch (0 = only at epoch ends)")
-    valid_users: int = _setting(1000, "validate on this fixed, seeded subset of validation users (0 = all)")
-    num_beams: int = _setting(20, "beams of the trie-constrained beam search")
-    eval_batch_size: int = _setting(16, "users per beam-search batch")
-    test_templates: str = _setting("all", "seqrec templates the test evaluation reports (LC-Rec reports per "
-                                          "template): all, or a comma list such as 0,2")
-    test_users: int = _setting(0, "test on this fixed, seeded subset of test users (0 = all; a CPU-budget study "
-                                  "setting: the metrics are then those of the subset)")
+    patience: int = setting(0, "validations without a better NDCG@10 before stopping (0 = never stop early)")
+    eval_every_epochs: int = setting(1, "validate after every N-th epoch (and after the last)")
+    eval_every_steps: int = setting(0, "also validate every N steps inside an epoch (0 = only at epoch ends)")
+    valid_users: int = setting(1000, "validate on this fixed, seeded subset of validation users (0 = all)")
+    num_beams: int = setting(20, "beams of the trie-constrained beam search")
+    eval_batch_size: int = setting(16, "users per beam-search batch")
+    test_templates: str = setting("all", "seqrec templates the test evaluation reports (LC-Rec reports per "
+                                         "template): all, or a comma list such as 0,2")
+    test_users: int = setting(0, "test on this fixed, seeded subset of test users (0 = all; a CPU-budget study "
+                                 "setting: the metrics are then those of the subset)")
     # run
-    seed: int = _setting(0, "random seed (template draws, batch order, LoRA init, dropout, validation users)")
-    device: str = _setting("auto", "auto | cpu | cuda | cuda:N")
-    bf16: bool = _setting(True, "bfloat16 autocast on CUDA (ignored on CPU)")
-    progress: bool = _setting(True, "show progress bars")
+    seed: int = setting(0, "random seed (template draws, batch order, LoRA init, dropout, validation users)")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N")
+    threads: int = setting(1, THREADS_HELP)
+    bf16: bool = setting(True, "bfloat16 autocast on CUDA (ignored on CPU)")
+    progress: bool = setting(True, "show progress bars")
 
     def __post_init__(self):
         super().__post_init__()
@@ -241,31 +238,32 @@ def train_lcrec(dataset, codes: Optional[torch.Tensor] = None, config: Optional[
 
     config = config or LCRecTrainConfig()
     config.validate()
-    codes = dataset.codes if codes is None else codes
-    if codes is None:
-        raise ValueError(f"data set {dataset.name!r} has no item codes: pass the identifiers (--index)")
-    dist = Distributed(config.device)
-    device = dist.device
-    accumulate = config.accumulation(dist.world)
-    lm, tokenizer, code_tokens = build_lcrec_model(codes, config, device, model=model, tokenizer=tokenizer)
-    index = build_index(codes, max(code_tokens.num_codes), device=device)
-    # dropout stream (LoRA dropout): seeded per rank, restored from the checkpoint on resume
-    seed_everything(derive_seed(config.seed, "dropout") % 2 ** 62, rank=dist.rank)
-    task = _LCRecTask(config, lm, tokenizer, code_tokens, index, dataset, codes, dist, accumulate)
-    settings = FitSettings(epochs=config.epochs, select="ndcg@10", mode="max", patience=config.patience,
-                           max_steps=config.max_steps, time_budget_s=config.time_budget_s,
-                           eval_every_epochs=config.eval_every_epochs, eval_every_steps=config.eval_every_steps,
-                           accumulate=accumulate, grad_clip=config.grad_clip, progress=config.progress,
-                           count_name="valid_users", log_metrics=("recall@10", "ndcg@10"))
-    if out_dir is not None and dist.main:
-        _remove_partial_folders(Path(out_dir))
-    result = fit(task, settings, out_dir, dist=dist, resume=resume, log=log)
-    if out_dir is not None and dist.main:
-        save_best(lm, tokenizer, code_tokens, config, Path(out_dir) / BEST_FOLDER)
-    dist.barrier()
-    return LCRecRun(model=lm, tokenizer=tokenizer, code_tokens=code_tokens, history=result.history,
-                    best_metrics=result.best_metrics, best_step=result.best_step, stopped=result.stopped,
-                    train_samples_per_s=result.train_samples_per_s)
+    with cpu_threads(config.threads):
+        codes = dataset.codes if codes is None else codes
+        if codes is None:
+            raise ValueError(f"data set {dataset.name!r} has no item codes: pass the identifiers (--index)")
+        dist = Distributed(config.device)
+        device = dist.device
+        accumulate = config.accumulation(dist.world)
+        lm, tokenizer, code_tokens = build_lcrec_model(codes, config, device, model=model, tokenizer=tokenizer)
+        index = build_index(codes, max(code_tokens.num_codes), device=device)
+        # dropout stream (LoRA dropout): seeded per rank, restored from the checkpoint on resume
+        seed_everything(derive_seed(config.seed, "dropout") % 2 ** 62, rank=dist.rank)
+        task = _LCRecTask(config, lm, tokenizer, code_tokens, index, dataset, codes, dist, accumulate)
+        settings = FitSettings(epochs=config.epochs, select="ndcg@10", mode="max", patience=config.patience,
+                               max_steps=config.max_steps, time_budget_s=config.time_budget_s,
+                               eval_every_epochs=config.eval_every_epochs, eval_every_steps=config.eval_every_steps,
+                               accumulate=accumulate, grad_clip=config.grad_clip, progress=config.progress,
+                               count_name="valid_users", log_metrics=("recall@10", "ndcg@10"))
+        if out_dir is not None and dist.main:
+            _remove_partial_folders(Path(out_dir))
+        result = fit(task, settings, out_dir, dist=dist, resume=resume, log=log)
+        if out_dir is not None and dist.main:
+            save_best(lm, tokenizer, code_tokens, config, Path(out_dir) / BEST_FOLDER)
+        dist.barrier()
+        return LCRecRun(model=lm, tokenizer=tokenizer, code_tokens=code_tokens, history=result.history,
+                        best_metrics=result.best_metrics, best_step=result.best_step, stopped=result.stopped,
+                        train_samples_per_s=result.train_samples_per_s)
 
 
 def _remove_partial_folders(out_dir: Path) -> None:
@@ -448,25 +446,26 @@ def train_and_evaluate_lcrec(dataset, codes: Optional[torch.Tensor] = None, conf
     from letter_fast.genrec.lcrec.evaluate import evaluate_lcrec
 
     config = config or LCRecTrainConfig()
-    codes = dataset.codes if codes is None else codes
-    run = train_lcrec(dataset, codes, config, out_dir, model=model, tokenizer=tokenizer, resume=resume, log=log)
-    device = next(run.model.parameters()).device
-    dist = Distributed(config.device)
-    users = None
-    if config.test_users and config.test_users < dataset.num_users:
-        # one subset for every run whatever its seed, so runs compare on the same users (one test example per user)
-        users = torch.randperm(dataset.num_users, generator=torch.Generator().manual_seed(
-            derive_seed(0, "test_users") % 2 ** 62))[: config.test_users].sort().values
-    result = evaluate_lcrec(run.model, run.tokenizer, run.code_tokens, dataset, codes, split="test",
-                            templates=config.test_templates, num_beams=config.num_beams,
-                            batch_size=config.eval_batch_size, max_history=config.max_history,
-                            autocast_dtype=torch.bfloat16 if config.bf16 and device.type == "cuda" else None,
-                            users=users, dist=dist)
-    metrics = dict(result["metrics"])
-    metrics.update({"per_template": result["per_template"], "templates": result["templates"],
-                    "best_valid_ndcg@10": run.best_metrics.get("ndcg@10", float("nan")),
-                    "stopped": run.stopped, "test_users": result["users"]})
-    return metrics
+    with cpu_threads(config.threads):
+        codes = dataset.codes if codes is None else codes
+        run = train_lcrec(dataset, codes, config, out_dir, model=model, tokenizer=tokenizer, resume=resume, log=log)
+        device = next(run.model.parameters()).device
+        dist = Distributed(config.device)
+        users = None
+        if config.test_users and config.test_users < dataset.num_users:
+            # one subset for every run whatever its seed, so runs compare on the same users (one test example per user)
+            users = torch.randperm(dataset.num_users, generator=torch.Generator().manual_seed(
+                derive_seed(0, "test_users") % 2 ** 62))[: config.test_users].sort().values
+        result = evaluate_lcrec(run.model, run.tokenizer, run.code_tokens, dataset, codes, split="test",
+                                templates=config.test_templates, num_beams=config.num_beams,
+                                batch_size=config.eval_batch_size, max_history=config.max_history,
+                                autocast_dtype=torch.bfloat16 if config.bf16 and device.type == "cuda" else None,
+                                users=users, dist=dist)
+        metrics = dict(result["metrics"])
+        metrics.update({"per_template": result["per_template"], "templates": result["templates"],
+                        "best_valid_ndcg@10": run.best_metrics.get("ndcg@10", float("nan")),
+                        "stopped": run.stopped, "test_users": result["users"]})
+        return metrics
 
 
 __all__ = ["LCRecTrainConfig", "LCRecRun", "train_lcrec", "train_and_evaluate_lcrec", "build_lcrec_model",
