@@ -92,7 +92,7 @@ def seed_everything(seed: int, rank: int = 0) -> None:
 THREADS_HELP = ("torch CPU threads while training and evaluating (0 = torch's default: every core). CPU sums "
                 "split their work by thread count, so results agree to the last bit only at one count: a fixed count "
                 "makes the same command give the same files on any machine of one CPU kind; more threads are faster "
-                "on a large idle CPU. No effect on CUDA")
+                "on a large idle CPU. CUDA results do not depend on it")
 
 
 @contextlib.contextmanager
