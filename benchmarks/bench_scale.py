@@ -114,7 +114,7 @@ def run_stage(stage: str, V: int, work: Path) -> dict:
         model = _model(mlp_precision="bf16" if bf16 else "fp32")
         model.load_state_dict(torch.load(p["init"], weights_only=True))
         cfg = TokenizerTrainConfig(epochs=1, eval_every=1, checkpoint_every=1, progress=False, seed=0,
-                                   threads=torch.get_num_threads())   # the count this stage was started with
+                                   threads=0)   # 0: the count --threads started this stage with
         # the bf16 run writes apart: the encode stage reads the float32 epoch's model
         summary = train_tokenizer(model, emb, None, cfg, p["train_bf16" if bf16 else "train"], resume=False)
         note = f"collision rate after the epoch {summary['history'][-1]['collision_rate']:.4f}"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from letter_fast.commands.common import add_common_arguments, common_value, require_dataset
 from letter_fast.config import config_from_args, save_settings, setting
-from letter_fast.training import THREADS_HELP
+from letter_fast.training import THREADS_HELP, cpu_threads
 
 
 @dataclass
@@ -117,8 +117,6 @@ def _reuse(args, json_path: Path, key: dict) -> bool:
 
 
 def run(args) -> int:
-    from letter_fast.training import cpu_threads
-
     cfg = config_from_args(EvaluateConfig, args).check()
     require_dataset(args)
     kind, _ = checkpoint_kind(args.checkpoint, cfg.recommender)

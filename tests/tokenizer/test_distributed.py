@@ -110,9 +110,8 @@ def max_relative(a: dict, b: dict) -> float:
 @pytest.mark.slow
 def test_two_ranks_train_the_one_process_model(tmp_path):
     s, cf = catalog()
-    single, single_sinkhorn = build(), build(sinkhorn=True)
+    single = build()
     train_tokenizer(single, s, cf, config(), tmp_path / "single")
-    train_tokenizer(single_sinkhorn, s, cf, config(epochs=1), tmp_path / "single_sinkhorn")
     # a 1-process run stopped after 3 epochs, for the 2 ranks to resume
     train_tokenizer(build(), s, cf, config(epochs=3), tmp_path / "resumed")
 
@@ -123,22 +122,22 @@ def test_two_ranks_train_the_one_process_model(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    for run, want, want_dir in (("fresh", single, "single"), ("resumed", single, "single"),
-                                ("sinkhorn", single_sinkhorn, "single_sinkhorn")):
+    # the Sinkhorn run has no one-process twin: past the first assignment flip they need not agree (docstring)
+    for run, want, want_dir in (("fresh", single, "single"), ("resumed", single, "single"), ("sinkhorn", None, None)):
         ranks = [json.loads((tmp_path / run / f"rank{r}.json").read_text()) for r in range(2)]
         assert all(r["same_params"] for r in ranks)
         assert ranks[0]["history"] == ranks[1]["history"]
         got = torch.load(tmp_path / run / "final.pt")
-        rel = max_relative(got["state"], want.state_dict())
         # the encoding split over the ranks (chunks of 16) is the one-process encoding of the same model, bit for bit
         model = build()
         model.load_state_dict(got["state"])
         codes, last = encode_all(model, s, chunk_rows=16)
         assert np.array_equal(got["split_codes"].numpy(), codes) and np.array_equal(got["split_last"].numpy(), last)
-        print(f"{run}: max relative parameter difference {rel:.2e}")
         assert torch.equal(got["sharded_sinkhorn"], got["whole_sinkhorn"]), run
-        if run == "sinkhorn":   # no rounding-level equality with one process past the first flip (docstring)
+        if want is None:
             continue
+        rel = max_relative(got["state"], want.state_dict())
+        print(f"{run}: max relative parameter difference {rel:.2e}")
         assert rel < 1e-5, (run, rel)
         assert torch.equal(got["codes"], encode_codes(want, s))
         history = json.loads((tmp_path / want_dir / "training.json").read_text())["history"]
